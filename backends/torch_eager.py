@@ -1,0 +1,79 @@
+"""PyTorch eager: the reference backend; CPU always, CUDA when a GPU is present (timed with CUDA events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latlab.backend import Availability, Backend, Runner, Settings
+
+_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TorchRunner(Runner):
+    def __init__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], applied: dict[str, Any]) -> None:
+        super().__init__(applied)
+        self.module = module
+        self.inputs = inputs
+        self.cuda = inputs[0].is_cuda
+
+    def run(self) -> None:
+        with torch.inference_mode():
+            self.module(*self.inputs)
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time_ms(self) -> float:
+        if not self.cuda:
+            return super().time_ms()
+        # Host clocks would time the kernel launches, not the kernels: bracket the work with device events.
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.inference_mode():
+            start.record()
+            self.module(*self.inputs)
+            end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    pip_extra = "(none: torch is a core dependency)"
+
+    @property
+    def devices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("f32", "bf16", "fp16") if torch.cuda.is_available() else ("f32", "bf16")
+
+    def is_available(self) -> Availability:
+        return Availability(True)
+
+    def runtime_version(self) -> str:
+        return torch.__version__
+
+    def default_settings(self) -> Settings:
+        return Settings(device="cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        self.check(settings)
+        torch.set_num_threads(settings.threads)
+        try:  # one inter-op thread, like the other backends; torch only allows this before any parallel work
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+        dtype = _DTYPES[settings.precision]
+        module = module.to(device=settings.device, dtype=dtype).eval()
+        inputs = tuple(t.to(settings.device, dtype=dtype if t.is_floating_point() else t.dtype) for t in example_inputs)
+        applied = {
+            "device": settings.device,
+            "precision": {v: k for k, v in _DTYPES.items()}[next(module.parameters(), torch.empty(0, dtype=dtype)).dtype],
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+        }
+        if settings.device == "cuda":
+            applied["gpu"] = torch.cuda.get_device_name()
+        return TorchRunner(module, inputs, applied)

@@ -1,0 +1,117 @@
+"""A student architecture: what ``predict`` prices and ``validate`` builds and measures end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.models.bert.modeling_bert import BertLayer
+
+from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, bert_config, embeddings_block, head_block, layer_block
+from latlab.errors import LatlabError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One hidden width; heads and ffn per layer, so heterogeneous stacks are expressible."""
+
+    hidden: int
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+    seq_len: int = 128
+    batch: int = 1
+    labels: int = 2
+    vocab: int = 30522
+
+    def __post_init__(self) -> None:
+        if len(self.heads) != len(self.ffn) or not self.heads:
+            raise LatlabError(f"architecture: heads ({len(self.heads)}) and ffn ({len(self.ffn)}) need one value "
+                              "per layer and at least one layer")
+        for index, heads in enumerate(self.heads):
+            if heads <= 0 or self.hidden % heads:
+                raise LatlabError(f"architecture: layer {index}: hidden {self.hidden} is not divisible by heads "
+                                  f"{heads}; choose heads that divide hidden")
+
+    @property
+    def layers(self) -> int:
+        return len(self.heads)
+
+    def blocks(self) -> list[Block]:
+        """Embeddings, each layer, then the classifier head, as priced by a profile (overhead excluded)."""
+        return [
+            embeddings_block(self.batch, self.seq_len, self.hidden, self.vocab),
+            *(layer_block(self.batch, self.seq_len, self.hidden, a, f) for a, f in zip(self.heads, self.ffn)),
+            head_block(self.batch, self.seq_len, self.hidden, self.labels),
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden,
+            "layers": [{"heads": a, "ffn": f} for a, f in zip(self.heads, self.ffn)],
+            "seq_len": self.seq_len,
+            "batch": self.batch,
+            "labels": self.labels,
+            "vocab": self.vocab,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "architecture") -> Architecture:
+        """Accepts per-layer ``layers: [{heads, ffn}, ...]`` or the uniform ``layers: N, heads: A, ffn: F``."""
+        if not isinstance(data, dict):
+            raise LatlabError(f"{source}: expected a JSON object with hidden, layers, heads/ffn")
+        try:
+            layers = data["layers"]
+            if isinstance(layers, list):
+                heads = tuple(int(layer["heads"]) for layer in layers)
+                ffn = tuple(int(layer["ffn"]) for layer in layers)
+            else:
+                heads = (int(data["heads"]),) * int(layers)
+                ffn = (int(data["ffn"]),) * int(layers)
+            extra = {k: int(data[k]) for k in ("seq_len", "batch", "labels", "vocab") if k in data}
+            return cls(hidden=int(data["hidden"]), heads=heads, ffn=ffn, **extra)
+        except KeyError as exc:
+            raise LatlabError(f"{source}: missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise LatlabError(f"{source}: fields must be whole numbers ({exc})") from None
+        except LatlabError as exc:
+            raise LatlabError(f"{source}: {exc}".replace("architecture: ", "")) from None
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LatlabError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return Architecture.from_json(data, source=str(path))
+
+
+class StudentEncoder(nn.Module):
+    """The whole model made of exactly the blocks a profile prices, so validation tests additivity alone."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        first = bert_config(arch.hidden, arch.heads[0], arch.ffn[0], arch.vocab, arch.seq_len, arch.labels)
+        self.embeddings = EmbeddingsBlock(first)
+        self.layers = nn.ModuleList(
+            BertLayer(bert_config(arch.hidden, a, f, arch.vocab, arch.seq_len, arch.labels))
+            for a, f in zip(arch.heads, arch.ffn)
+        )
+        self.head = ClassifierHead(first)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.embeddings(input_ids)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.head(hidden_states)
+
+
+def build_model(arch: Architecture, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(seed)
+    ids = torch.randint(0, arch.vocab, (arch.batch, arch.seq_len), dtype=torch.long)
+    return StudentEncoder(arch).eval(), (ids,)

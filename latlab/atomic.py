@@ -1,0 +1,53 @@
+"""Write files so that a crash or a full disk never leaves a half-written or clobbered file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from latlab.errors import LatlabError
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise LatlabError(f"{target}: folder {folder} does not exist; create it or choose another --out path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise LatlabError(f"{target}: cannot write there ({exc.strerror}); choose a writable path") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise LatlabError(f"{target}: write failed ({exc.strerror}); nothing was changed") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail before a long measurement, not after it, when the output cannot be written."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise LatlabError(f"{target}: folder {folder} does not exist; create it or choose another output path")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise LatlabError(f"{target}: not writable; choose another output path")

@@ -1,0 +1,108 @@
+"""The backend plugin interface. A backend turns a torch module into something that runs one inference.
+
+Third-party backends subclass ``Backend`` and register it under the entry-point group ``latlab.backends``
+(see ``latlab.registry``); the built-in ones in ``backends/`` are registered the same way in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from latlab.errors import LatlabError
+
+PRECISIONS = ("f32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user asks for. Backends apply it, read back what the runtime did, and report that."""
+
+    threads: int = 1
+    precision: str = "f32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Runner(ABC):
+    """One prepared model with its inputs bound: ``run`` does exactly one complete inference."""
+
+    applied: dict[str, Any]
+
+    def __init__(self, applied: dict[str, Any] | None = None) -> None:
+        self.applied = dict(applied or {})
+
+    @abstractmethod
+    def run(self) -> None:
+        """One inference, finished when this returns (device work synchronised)."""
+
+    def time_ms(self) -> float:
+        """Latency of one inference. Host clock by default; asynchronous devices override with device timers."""
+        start = time.perf_counter_ns()
+        self.run()
+        return (time.perf_counter_ns() - start) / 1e6
+
+    def close(self) -> None:
+        """Release runtime resources early; the default relies on garbage collection."""
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    pip_extra: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("f32",)
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    @abstractmethod
+    def is_available(self) -> Availability:
+        """Whether the runtime imports and can run here; the reason says what is missing when it cannot."""
+
+    @abstractmethod
+    def runtime_version(self) -> str:
+        ...
+
+    @abstractmethod
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        """Convert/compile ``module`` for the exact shapes of ``example_inputs`` with ``settings`` applied."""
+
+    def default_settings(self) -> Settings:
+        return Settings()
+
+    def check(self, settings: Settings) -> None:
+        """Refuse settings this backend cannot honour, or a runtime that is not there, with one clear line."""
+        available = self.is_available()
+        if not available:
+            raise LatlabError(f"backend {self.name!r} is not available: {available.reason}")
+        if settings.precision not in self.precisions:
+            raise LatlabError(f"backend {self.name!r} does not support precision {settings.precision!r} "
+                              f"(supported: {', '.join(self.precisions)})")
+        if settings.device not in self.devices:
+            raise LatlabError(f"backend {self.name!r} does not run on device {settings.device!r} "
+                              f"(supported: {', '.join(self.devices)})")
+        if settings.threads < 1:
+            raise LatlabError(f"threads must be at least 1, got {settings.threads}")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ``latlab backends`` lists for each registered backend."""
+
+    name: str
+    available: bool
+    reason: str
+    runtime_version: str
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]
+    pip_extra: str
+    source: str = field(default="")

@@ -1,0 +1,117 @@
+"""The building blocks a transformer encoder is cut into, and the real torch modules that stand for them.
+
+A model's latency is predicted as the per-call overhead plus, for each block, (block latency - overhead):
+every block measured alone pays the runtime's call overhead once, a whole model pays it once in total.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from transformers import BertConfig
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, BertPooler
+
+OVERHEAD, EMBEDDINGS, LAYER, HEAD = "overhead", "embeddings", "layer", "head"
+KINDS = (OVERHEAD, EMBEDDINGS, LAYER, HEAD)
+
+# sdpa is transformers' default; fixed here so blocks and whole models run the same attention kernels.
+ATTENTION_IMPLEMENTATION = "sdpa"
+
+
+class Block(NamedTuple):
+    """One measurable piece; unused fields are 0. A tuple so that lookups during prediction stay cheap."""
+
+    kind: str
+    batch: int
+    seq_len: int
+    hidden: int = 0
+    heads: int = 0
+    ffn: int = 0
+    vocab: int = 0
+    labels: int = 0
+
+    @property
+    def key(self) -> str:
+        """Stable, readable id used in profile files, e.g. ``layer/b1/s128/h256/a4/f1024``."""
+        parts = [self.kind, f"b{self.batch}", f"s{self.seq_len}"]
+        for tag, value in (("h", self.hidden), ("a", self.heads), ("f", self.ffn), ("v", self.vocab), ("l", self.labels)):
+            if value:
+                parts.append(f"{tag}{value}")
+        return "/".join(parts)
+
+
+def overhead_block(batch: int, seq_len: int) -> Block:
+    return Block(OVERHEAD, batch, seq_len)
+
+
+def embeddings_block(batch: int, seq_len: int, hidden: int, vocab: int) -> Block:
+    return Block(EMBEDDINGS, batch, seq_len, hidden=hidden, vocab=vocab)
+
+
+def layer_block(batch: int, seq_len: int, hidden: int, heads: int, ffn: int) -> Block:
+    return Block(LAYER, batch, seq_len, hidden=hidden, heads=heads, ffn=ffn)
+
+
+def head_block(batch: int, seq_len: int, hidden: int, labels: int) -> Block:
+    return Block(HEAD, batch, seq_len, hidden=hidden, labels=labels)
+
+
+def bert_config(hidden: int, heads: int, ffn: int, vocab: int, max_positions: int, labels: int = 2) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        num_hidden_layers=1,
+        max_position_embeddings=max(512, max_positions),
+        num_labels=labels,
+        attn_implementation=ATTENTION_IMPLEMENTATION,
+    )
+
+
+class CallOverhead(nn.Module):
+    """A near-empty model: what the runtime costs per call when there is almost no work."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return input_ids + 1
+
+
+class EmbeddingsBlock(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.embeddings = BertEmbeddings(config)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids=input_ids)
+
+
+class ClassifierHead(nn.Module):
+    """BERT's pooler (first token, dense, tanh) followed by the classification layer."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.pooler = BertPooler(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pooler(hidden_states))
+
+
+def build_block(block: Block, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The module for a block, in eval mode, and an example input of the block's exact shape."""
+    torch.manual_seed(seed)
+    ids = torch.randint(0, max(block.vocab, 2), (block.batch, block.seq_len), dtype=torch.long)
+    hidden_states = torch.randn(block.batch, block.seq_len, max(block.hidden, 1))
+    if block.kind == OVERHEAD:
+        return CallOverhead().eval(), (ids,)
+    config = bert_config(block.hidden, max(block.heads, 1), max(block.ffn, 1), max(block.vocab, 2), block.seq_len,
+                         max(block.labels, 1))
+    if block.kind == EMBEDDINGS:
+        return EmbeddingsBlock(config).eval(), (ids,)
+    if block.kind == LAYER:
+        return BertLayer(config).eval(), (hidden_states,)
+    if block.kind == HEAD:
+        return ClassifierHead(config).eval(), (hidden_states,)
+    raise ValueError(f"unknown block kind {block.kind!r}")

@@ -1,0 +1,199 @@
+"""The ``latlab`` command line. User mistakes surface as one line and exit code 2 (``LatlabError``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from latlab.architecture import load_architecture
+from latlab.atomic import check_writable, write_json
+from latlab.backend import Settings
+from latlab.errors import LatlabError
+from latlab.fingerprint import read_fingerprint
+from latlab.predict import LatencyTable, predict
+from latlab.profile import Profile, default_name, load_profile
+from latlab.profiling import Report, run_profile
+from latlab.protocol import Protocol
+from latlab.registry import backend_names, describe, load_backend
+from latlab.space import load_space
+from latlab.validate import plot, run_validation, validation_json
+
+err = Console(stderr=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LatlabError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Report]:
+    """A rich progress bar on stderr; one task per stage (prepare, measure)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def check_same_machine(profile: Profile, path: str, force: bool) -> None:
+    """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
+    problems = profile.fingerprint.differences(read_fingerprint())
+    backend = load_backend(profile.backend)
+    if backend.is_available() and backend.runtime_version() != profile.runtime_version:
+        problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} in profile")
+    if not problems:
+        return
+    message = f"{path} was measured on other hardware or runtime: {'; '.join(problems)}"
+    if not force:
+        raise LatlabError(message + "; measure a profile here, or pass --force")
+    err.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="latlab")
+def main() -> None:
+    """Latency profiles of transformer encoder blocks, per device and backend."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backends(as_json: bool) -> None:
+    """List registered backends: available or why not, runtime version."""
+    infos = [describe(name) for name in backend_names()]
+    if as_json:
+        click.echo(json.dumps([asdict(i) for i in infos], indent=1))
+        return
+    for info in infos:
+        state = f"available  {info.runtime_version}" if info.available else f"missing    {info.reason}"
+        click.echo(f"{info.name:<12} {state}  [precisions: {', '.join(info.precisions)}; "
+                   f"devices: {', '.join(info.devices)}]")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(as_json: bool) -> None:
+    """This machine's hardware fingerprint."""
+    fingerprint = read_fingerprint().to_json()
+    if as_json:
+        click.echo(json.dumps(fingerprint, indent=1))
+        return
+    for key, value in fingerprint.items():
+        click.echo(f"{key:<15} {value}")
+
+
+@main.command()
+@click.option("--backend", "backend_name", required=True, help="Backend name (see 'latlab backends').")
+@click.option("--space", "space_path", type=click.Path(), default=None, help="Search space JSON (default: MiniLM students).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, applied and recorded.")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16"]), default="f32", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--out", type=click.Path(), default=None, help="Profile file (default: profiles/<what it is>.json).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished entries are kept.")
+@click.option("--rounds", type=int, default=Protocol.rounds, show_default=True, help="Interleaved rounds.")
+@click.option("--min-seconds", type=float, default=Protocol.min_seconds, show_default=True,
+              help="Minimum timed seconds per block.")
+@click.option("--min-samples", type=int, default=Protocol.min_samples, show_default=True)
+def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str, out: str | None,
+            resume: bool, rounds: int, min_seconds: float, min_samples: int) -> None:
+    """Measure every block of a space on one backend and write a device profile."""
+    backend = load_backend(backend_name)
+    settings = Settings(threads=threads, precision=precision, device=device)
+    backend.check(settings)
+    space = load_space(space_path)
+    protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples)
+    if out is None:
+        from latlab.profiling import new_profile
+
+        out = f"profiles/{default_name(new_profile(backend, settings, space, protocol))}.json"
+    check_writable(out)
+    started = time.monotonic()
+    err.print(f"Profiling {len(space.blocks())} blocks of space {space.name!r} on {backend.name} "
+              f"({precision}, {threads} thread(s)) -> {out}", highlight=False)
+    with progress_bar() as report:
+        result = run_profile(backend, settings, space, protocol, Path(out), resume=resume, report=report)
+    unstable = [k for k, e in result.entries.items() if e.unstable]
+    click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
+               + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
+
+
+@main.command(name="predict")
+@click.option("--profile", "profile_path", required=True, type=click.Path())
+@click.option("--arch", "arch_path", required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
+    """Predict a whole model's latency from a profile, with the per-block breakdown."""
+    loaded = load_profile(profile_path)
+    arch = load_architecture(arch_path)
+    loaded.space.check_contains(arch)
+    check_same_machine(loaded, profile_path, force=True)
+    result = predict(arch, LatencyTable.from_profile(loaded))
+    if as_json:
+        click.echo(json.dumps({"profile": profile_path, "arch": arch.to_json(), "total_ms": result.total_ms,
+                               "overhead_ms": result.overhead_ms,
+                               "parts": [{"block": k, "net_ms": ms} for k, ms in result.parts]}, indent=1))
+        return
+    click.echo(f"{result.total_ms:.3f} ms per call (batch {arch.batch}, seq_len {arch.seq_len}) on {loaded.label}")
+    click.echo(f"  {'overhead':<40} {result.overhead_ms:8.3f} ms")
+    for key, ms in result.parts:
+        click.echo(f"  {key:<40} {ms:8.3f} ms")
+
+
+@main.command()
+@click.option("--profile", "profile_path", required=True, type=click.Path())
+@click.option("--archs", "count", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Write the full result as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(), default=None, help="Write a predicted-vs-measured PNG here.")
+@click.option("--min-seconds", type=float, default=None, help="Override the profile's minimum seconds per model.")
+@click.option("--force", is_flag=True, help="Validate a profile measured on other hardware or runtime anyway.")
+def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
+             min_seconds: float | None, force: bool) -> None:
+    """Measure random whole models end to end and compare them with the profile's prediction."""
+    loaded = load_profile(profile_path)
+    if not loaded.complete:
+        raise LatlabError(f"{profile_path}: profile is incomplete; finish it with 'latlab profile --resume'")
+    check_same_machine(loaded, profile_path, force)
+    backend = load_backend(loaded.backend)
+    backend.check(loaded.settings)
+    for path in (json_path, plot_path):
+        if path:
+            check_writable(path)
+    protocol = loaded.protocol
+    if min_seconds is not None:
+        protocol = Protocol.from_json({**protocol.to_json(), "min_seconds": min_seconds})
+    with progress_bar() as report:
+        rows, accuracy = run_validation(loaded, backend, count, seed, protocol, report)
+    for row in rows:
+        layers = ",".join(f"{a}/{f}" for a, f in zip(row.arch.heads, row.arch.ffn))
+        click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} [{layers}]".ljust(60)
+                   + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
+                   f"{row.error_pct:+6.1f}%" + ("  (unstable)" if row.unstable else ""))
+    click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, within ±5% {accuracy.within_5pct:.0%}, "
+               f"within ±10% {accuracy.within_10pct:.0%}, Spearman {accuracy.spearman:.3f} ({count} archs)")
+    if json_path:
+        write_json(json_path, validation_json(loaded, rows, accuracy, seed, profile_path))
+    if plot_path:
+        plot(rows, accuracy, loaded.label, plot_path)

@@ -1,0 +1,124 @@
+"""This machine's identity as far as latency is concerned. Read-only: nothing here changes a setting."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psutil
+
+# Instruction-set flags that select different kernels in oneDNN/MLAS/OpenVINO, hence different latencies.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_gib: float
+    driver: str
+    cuda_version: str
+    compute_capability: str
+    clocks_mhz: dict[str, int] = field(default_factory=dict)  # read at profile time; informative, not compared
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    cpu_model: str
+    cpu_flags: tuple[str, ...]
+    physical_cores: int
+    logical_cores: int
+    usable_cpus: int
+    memory_gib: float
+    os: str
+    machine: str
+    gpus: tuple[GpuInfo, ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must match for a profile to be trusted here (clocks and OS patch level excluded)."""
+        return {
+            "cpu_model": self.cpu_model,
+            "cpu_flags": list(self.cpu_flags),
+            "logical_cores": self.logical_cores,
+            "usable_cpus": self.usable_cpus,
+            "memory_gib": round(self.memory_gib),
+            "machine": self.machine,
+            "gpus": [g.name for g in self.gpus],
+        }
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        mine, theirs = self.identity(), other.identity()
+        return [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in mine if mine[k] != theirs[k]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fingerprint:
+        values = dict(data)
+        values["cpu_flags"] = tuple(values.get("cpu_flags", ()))
+        values["gpus"] = tuple(GpuInfo(**g) for g in values.get("gpus", ()))
+        return cls(**values)
+
+
+def _cpu() -> tuple[str, tuple[str, ...]]:
+    import cpuinfo  # provided by py-cpuinfo2 (a pytest-benchmark dependency)
+
+    info = cpuinfo.get_cpu_info()
+    flags = set(info.get("flags", ()))
+    return str(info.get("brand_raw") or platform.processor() or "unknown"), tuple(f for f in KERNEL_FLAGS if f in flags)
+
+
+def read_gpus() -> tuple[GpuInfo, ...]:
+    """GPUs through NVML (nvidia-ml-py); none when the library or driver is absent."""
+    try:
+        import pynvml
+    except ImportError:
+        return ()
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return ()
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            clocks = {
+                name: int(pynvml.nvmlDeviceGetClockInfo(handle, kind))
+                for name, kind in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM))
+            }
+            gpus.append(GpuInfo(
+                name=_text(pynvml.nvmlDeviceGetName(handle)),
+                memory_gib=round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30, 1),
+                driver=driver,
+                cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
+                compute_capability=f"{major}.{minor}",
+                clocks_mhz=clocks,
+            ))
+        return tuple(gpus)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_fingerprint() -> Fingerprint:
+    model, flags = _cpu()
+    return Fingerprint(
+        cpu_model=model,
+        cpu_flags=flags,
+        physical_cores=psutil.cpu_count(logical=False) or 0,
+        logical_cores=psutil.cpu_count(logical=True) or 0,
+        usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count() or 0,
+        memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+        os=f"{platform.system()} {platform.release()}",
+        machine=platform.machine(),
+        gpus=read_gpus(),
+    )

@@ -1,0 +1,171 @@
+"""The device profile: the one file everything else stands on. This module is its only definition.
+
+A profile is plain, versioned JSON. Units are in field names (``median_ms``); batch and seq_len are part of
+every block, so every latency is per call at that batch size. Layout (schema_version 1)::
+
+    schema_version   int, bumped on any incompatible change; newer files are refused, not guessed at
+    created_utc      ISO timestamp
+    backend          {name, runtime_version}
+    settings         {threads, precision, device}: what was asked for
+    applied          what the runtime reported back after applying the settings
+    software         {python, torch, transformers, latlab}
+    fingerprint      latlab.fingerprint.Fingerprint
+    protocol         latlab.protocol.Protocol
+    space            latlab.space.SearchSpace
+    entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
+    complete         false while a run is in progress (``latlab profile --resume`` continues it)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from functools import cached_property
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from latlab.atomic import write_json
+from latlab.backend import Settings
+from latlab.blocks import KINDS, Block
+from latlab.errors import LatlabError
+from latlab.fingerprint import Fingerprint
+from latlab.protocol import Protocol, Rounds
+from latlab.space import SearchSpace
+from latlab.stats import LatencyStats
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Entry:
+    block: Block
+    rounds_ms: Rounds
+    unstable: bool = False
+
+    @cached_property
+    def stats(self) -> LatencyStats:
+        return LatencyStats.from_rounds(self.rounds_ms)
+
+
+@dataclass
+class Profile:
+    backend: str
+    runtime_version: str
+    settings: Settings
+    applied: dict[str, Any]
+    software: dict[str, str]
+    fingerprint: Fingerprint
+    protocol: Protocol
+    space: SearchSpace
+    entries: dict[str, Entry] = field(default_factory=dict)
+    complete: bool = False
+    created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.runtime_version}, {self.settings.precision}, {self.settings.threads} thread(s)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "created_utc": self.created_utc,
+            "backend": {"name": self.backend, "runtime_version": self.runtime_version},
+            "settings": {"threads": self.settings.threads, "precision": self.settings.precision,
+                         "device": self.settings.device},
+            "applied": self.applied,
+            "software": self.software,
+            "fingerprint": self.fingerprint.to_json(),
+            "protocol": self.protocol.to_json(),
+            "space": self.space.to_json(),
+            "complete": self.complete,
+            "entries": {
+                key: {
+                    "block": entry.block._asdict(),
+                    "stats": entry.stats.to_json(),
+                    "unstable": entry.unstable,
+                    "rounds_ms": [[round(s, 4) for s in r] for r in entry.rounds_ms],
+                }
+                for key, entry in self.entries.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> Profile:
+        if not isinstance(data, dict):
+            raise LatlabError(f"{source}: not a latlab profile (expected a JSON object)")
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise LatlabError(f"{source}: field 'schema_version' missing; not a latlab profile")
+        if version > SCHEMA_VERSION:
+            raise LatlabError(f"{source}: schema_version {version} is newer than this latlab understands "
+                              f"({SCHEMA_VERSION}); upgrade latlab")
+        try:
+            entries = {}
+            for key, raw in data["entries"].items():
+                block = Block(**raw["block"])
+                if block.kind not in KINDS or block.key != key:
+                    raise LatlabError(f"{source}: entry {key!r} does not match its block {raw['block']}")
+                rounds = [[float(s) for s in r] for r in raw["rounds_ms"]]
+                if not any(rounds):
+                    raise LatlabError(f"{source}: entry {key!r} has no samples")
+                entries[key] = Entry(block, rounds, bool(raw.get("unstable", False)))
+            return cls(
+                backend=str(data["backend"]["name"]),
+                runtime_version=str(data["backend"]["runtime_version"]),
+                settings=Settings(**data["settings"]),
+                applied=dict(data["applied"]),
+                software=dict(data["software"]),
+                fingerprint=Fingerprint.from_json(data["fingerprint"]),
+                protocol=Protocol.from_json(data["protocol"]),
+                space=SearchSpace.from_json(data["space"], f"{source}: field 'space'"),
+                entries=entries,
+                complete=bool(data["complete"]),
+                created_utc=str(data["created_utc"]),
+                schema_version=version,
+            )
+        except KeyError as exc:
+            raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise LatlabError(f"{source}: malformed profile ({exc})") from None
+
+
+def load_profile(path: str | Path) -> Profile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LatlabError(f"{path}: profile not found; run 'latlab profile' or pick one from profiles/") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise LatlabError(f"{path}: cannot read profile ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file may be truncated") from None
+    return Profile.from_json(data, str(path))
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    write_json(path, profile.to_json())
+
+
+def software_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from latlab import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "latlab": __version__}
+
+
+def default_name(profile: Profile) -> str:
+    """Named for what it is: CPU model, threads, backend, precision (plus GPU when the device is one)."""
+    device = profile.fingerprint.gpus[0].name if profile.settings.device == "cuda" and profile.fingerprint.gpus \
+        else profile.fingerprint.cpu_model
+    slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    return f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.precision}"

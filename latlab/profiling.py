@@ -1,0 +1,100 @@
+"""``latlab profile``: measure every block of a space on one backend and write the device profile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from latlab.backend import Backend, Runner, Settings
+from latlab.blocks import Block, build_block
+from latlab.errors import LatlabError
+from latlab.fingerprint import read_fingerprint
+from latlab.profile import Entry, Profile, load_profile, save_profile, software_versions
+from latlab.protocol import Protocol, Rounds, measure
+from latlab.space import SearchSpace
+
+Report = Callable[[str, int, int], None]  # (stage, done, total): progress for the CLI to draw
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def prepare_all(backend: Backend, items: dict[str, tuple], settings: Settings, report: Report) -> dict[str, Runner]:
+    """Build/convert every item before any timing starts, so timing rounds are not interleaved with compiles."""
+    runners: dict[str, Runner] = {}
+    for index, (key, (module, inputs)) in enumerate(items.items()):
+        report("prepare", index, len(items))
+        runners[key] = backend.prepare(module, inputs, settings)
+    report("prepare", len(items), len(items))
+    return runners
+
+
+def new_profile(backend: Backend, settings: Settings, space: SearchSpace, protocol: Protocol) -> Profile:
+    return Profile(
+        backend=backend.name,
+        runtime_version=backend.runtime_version(),
+        settings=settings,
+        applied={},
+        software=software_versions(),
+        fingerprint=read_fingerprint(),
+        protocol=protocol,
+        space=space,
+    )
+
+
+def resumable(existing: Profile, fresh: Profile, path: Path) -> None:
+    """Refuse to continue a profile measured under anything that changes latency."""
+    checks = {
+        "backend": (existing.backend, fresh.backend),
+        "runtime_version": (existing.runtime_version, fresh.runtime_version),
+        "settings": (existing.settings, fresh.settings),
+        "space": (existing.space, fresh.space),
+        "protocol": (existing.protocol, fresh.protocol),
+    }
+    for field, (old, new) in checks.items():
+        if old != new:
+            raise LatlabError(f"{path}: cannot resume, field {field!r} differs ({old} in file, {new} now); "
+                              "use another --out or the same options")
+    differences = existing.fingerprint.differences(fresh.fingerprint)
+    if differences:
+        raise LatlabError(f"{path}: cannot resume on different hardware ({differences[0]})")
+
+
+def run_profile(
+    backend: Backend,
+    settings: Settings,
+    space: SearchSpace,
+    protocol: Protocol,
+    out: Path,
+    resume: bool = False,
+    report: Report = _quiet,
+) -> Profile:
+    backend.check(settings)
+    profile = new_profile(backend, settings, space, protocol)
+    if out.exists():
+        if not resume:
+            raise LatlabError(f"{out}: already exists; pass --resume to continue it or choose another --out")
+        existing = load_profile(out)
+        resumable(existing, profile, out)
+        profile = existing
+    blocks: list[Block] = space.blocks()
+    done: dict[str, Rounds] = {k: e.rounds_ms for k, e in profile.entries.items()}
+    todo = [b for b in blocks if len(done.get(b.key, [])) < protocol.rounds]
+    if todo:
+        runners = prepare_all(backend, {b.key: build_block(b) for b in todo}, settings, report)
+        profile.applied = next(iter(runners.values())).applied
+        by_key = {b.key: b for b in blocks}
+
+        def checkpoint(index: int, total: int, results: dict[str, Rounds]) -> None:
+            for key, rounds in results.items():
+                profile.entries[key] = Entry(by_key[key], rounds)
+            save_profile(profile, out)
+            report("measure", index, total)
+
+        results, unstable = measure(runners, protocol, {b.key: done.get(b.key, []) for b in todo}, checkpoint)
+        for key, rounds in results.items():
+            profile.entries[key] = Entry(by_key[key], rounds, unstable=key in unstable)
+    profile.complete = True
+    save_profile(profile, out)
+    return profile

@@ -1,0 +1,100 @@
+"""The measurement protocol. On these machines drift, not arithmetic, decides accuracy (shared/FINDINGS.md):
+prepare everything first, warm each item up, then time all items in shuffled, interleaved rounds so that a slow
+minute is spread over every item instead of landing on a few."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from latlab.backend import Runner
+from latlab.stats import LatencyStats
+
+Rounds = list[list[float]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    rounds: int = 20  # interleaved passes over all items
+    min_samples: int = 100  # per item, in total
+    min_seconds: float = 2.0  # per item, in total, of timed calls
+    warmup_calls: int = 5
+    warmup_seconds: float = 0.2
+    max_round_cv_pct: float = 5.0  # spread of per-round medians above which an item is measured again
+    remeasure_tries: int = 1
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Protocol:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def warm_up(runner: Runner, protocol: Protocol) -> float:
+    """Run until both the call count and the time are reached; returns the median call latency seen."""
+    samples: list[float] = []
+    while len(samples) < protocol.warmup_calls or sum(samples) < protocol.warmup_seconds * 1000:
+        samples.append(runner.time_ms())
+    return sorted(samples)[len(samples) // 2]
+
+
+def burst_size(estimate_ms: float, protocol: Protocol) -> int:
+    """Calls per round so that the item reaches both the minimum count and the minimum time."""
+    by_count = math.ceil(protocol.min_samples / protocol.rounds)
+    by_time = math.ceil(protocol.min_seconds * 1000 / protocol.rounds / max(estimate_ms, 1e-3))
+    return max(1, by_count, by_time)
+
+
+def interleave(
+    runners: Mapping[str, Runner],
+    protocol: Protocol,
+    done: Mapping[str, Rounds] | None = None,
+    on_round: Callable[[int, int, dict[str, Rounds]], None] | None = None,
+) -> dict[str, Rounds]:
+    """Time every runner in shuffled rounds until each has ``protocol.rounds`` rounds of samples.
+
+    ``done`` holds rounds already measured (a resumed run): those items only get their missing rounds.
+    ``on_round(round_index, total_rounds, results)`` is called after each round, e.g. to checkpoint.
+    """
+    results: dict[str, Rounds] = {key: [list(r) for r in (done or {}).get(key, [])] for key in runners}
+    pending = [key for key in runners if len(results[key]) < protocol.rounds]
+    bursts = {key: burst_size(warm_up(runners[key], protocol), protocol) for key in pending}
+    rng = random.Random(protocol.seed + sum(len(r) for r in results.values()))
+    total = max((protocol.rounds - len(results[k]) for k in pending), default=0)
+    for index in range(total):
+        order = [k for k in pending if len(results[k]) < protocol.rounds]
+        rng.shuffle(order)
+        for key in order:
+            runner = runners[key]
+            results[key].append([runner.time_ms() for _ in range(bursts[key])])
+        if on_round:
+            on_round(index + 1, total, results)
+    return results
+
+
+def measure(
+    runners: Mapping[str, Runner],
+    protocol: Protocol,
+    done: Mapping[str, Rounds] | None = None,
+    on_round: Callable[[int, int, dict[str, Rounds]], None] | None = None,
+) -> tuple[dict[str, Rounds], set[str]]:
+    """Interleaved measurement, then re-measurement of items whose round medians spread too much.
+
+    Returns the rounds per item and the keys that stayed unstable after ``remeasure_tries``.
+    """
+    results = interleave(runners, protocol, done, on_round)
+    for _ in range(protocol.remeasure_tries):
+        shaky = [k for k in results if LatencyStats.from_rounds(results[k]).round_cv_pct > protocol.max_round_cv_pct]
+        if not shaky:
+            break
+        again = interleave({k: runners[k] for k in shaky}, protocol)
+        for key in shaky:
+            if LatencyStats.from_rounds(again[key]).round_cv_pct < LatencyStats.from_rounds(results[key]).round_cv_pct:
+                results[key] = again[key]
+    unstable = {k for k in results if LatencyStats.from_rounds(results[k]).round_cv_pct > protocol.max_round_cv_pct}
+    return results, unstable

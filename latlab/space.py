@@ -1,0 +1,105 @@
+"""Search spaces: the values a student may take, the blocks a profile must measure, random architectures."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from latlab.architecture import Architecture
+from latlab.blocks import Block, embeddings_block, head_block, layer_block, overhead_block
+from latlab.errors import LatlabError
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "profiles" / "spaces"
+DEFAULT_SPACE = SPACES_DIR / "minilm-students.json"
+_LIST_FIELDS = ("layers", "hidden", "heads", "ffn", "seq_len", "batch")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    layers: tuple[int, ...]
+    hidden: tuple[int, ...]
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+    seq_len: tuple[int, ...]
+    batch: tuple[int, ...]
+    labels: int = 2
+    vocab: int = 30522
+
+    def heads_for(self, hidden: int) -> tuple[int, ...]:
+        """Head counts valid for a width; combinations with hidden % heads != 0 are left out, not errors."""
+        return tuple(a for a in self.heads if hidden % a == 0)
+
+    def blocks(self) -> list[Block]:
+        """Every block a profile of this space measures, overhead first."""
+        found: list[Block] = []
+        for batch in self.batch:
+            for seq_len in self.seq_len:
+                found.append(overhead_block(batch, seq_len))
+                for hidden in self.hidden:
+                    found.append(embeddings_block(batch, seq_len, hidden, self.vocab))
+                    found.extend(layer_block(batch, seq_len, hidden, a, f) for a in self.heads_for(hidden) for f in self.ffn)
+                    found.append(head_block(batch, seq_len, hidden, self.labels))
+        return found
+
+    def sample(self, rng: random.Random) -> Architecture:
+        """A random architecture; heads and ffn are drawn per layer so mixed stacks get validated too."""
+        hidden = rng.choice([h for h in self.hidden if self.heads_for(h)])
+        layers = rng.choice(self.layers)
+        return Architecture(
+            hidden=hidden,
+            heads=tuple(rng.choice(self.heads_for(hidden)) for _ in range(layers)),
+            ffn=tuple(rng.choice(self.ffn) for _ in range(layers)),
+            seq_len=rng.choice(self.seq_len),
+            batch=rng.choice(self.batch),
+            labels=self.labels,
+            vocab=self.vocab,
+        )
+
+    def check_contains(self, arch: Architecture) -> None:
+        """Explain the first value of ``arch`` that lies outside this space."""
+        checks = [("hidden", arch.hidden, self.hidden), ("layers", arch.layers, self.layers),
+                  ("seq_len", arch.seq_len, self.seq_len), ("batch", arch.batch, self.batch)]
+        checks += [(f"layer {i} heads", a, self.heads) for i, a in enumerate(arch.heads)]
+        checks += [(f"layer {i} ffn", f, self.ffn) for i, f in enumerate(arch.ffn)]
+        for field, value, allowed in checks:
+            if value not in allowed:
+                raise LatlabError(f"architecture {field} = {value} is outside space {self.name!r} "
+                                  f"(allowed: {list(allowed)})")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> SearchSpace:
+        if not isinstance(data, dict):
+            raise LatlabError(f"{source}: expected a JSON object with fields {', '.join(_LIST_FIELDS)}")
+        values: dict[str, Any] = {"name": str(data.get("name", Path(source).stem))}
+        for field in _LIST_FIELDS:
+            raw = data.get(field)
+            if not isinstance(raw, list) or not raw or not all(isinstance(v, int) and v > 0 for v in raw):
+                raise LatlabError(f"{source}: field {field!r} must be a non-empty list of positive integers")
+            values[field] = tuple(sorted(set(raw)))
+        for field in ("labels", "vocab"):
+            if field in data:
+                if not isinstance(data[field], int) or data[field] <= 0:
+                    raise LatlabError(f"{source}: field {field!r} must be a positive integer")
+                values[field] = data[field]
+        space = cls(**values)
+        if not any(space.heads_for(h) for h in space.hidden):
+            raise LatlabError(f"{source}: no hidden size is divisible by any head count; nothing to measure")
+        return space
+
+
+def load_space(path: str | Path | None = None) -> SearchSpace:
+    path = Path(path) if path else DEFAULT_SPACE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LatlabError(f"{path}: space file not found") from None
+    except json.JSONDecodeError as exc:
+        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return SearchSpace.from_json(data, str(path))

