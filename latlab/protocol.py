@@ -21,9 +21,10 @@ class Protocol:
     rounds: int = 20  # interleaved passes over all items
     min_samples: int = 100  # per item, in total
     min_seconds: float = 2.0  # per item, in total, of timed calls
+    max_samples: int = 1000  # per item: microsecond-sized items reach min_samples long before min_seconds
     warmup_calls: int = 5
     warmup_seconds: float = 0.2
-    max_round_cv_pct: float = 5.0  # spread of per-round medians above which an item is measured again
+    max_round_cv_pct: float = 10.0  # spread of per-round medians above which an item is measured again
     remeasure_tries: int = 1
     seed: int = 0
 
@@ -44,10 +45,10 @@ def warm_up(runner: Runner, protocol: Protocol) -> float:
 
 
 def burst_size(estimate_ms: float, protocol: Protocol) -> int:
-    """Calls per round so that the item reaches both the minimum count and the minimum time."""
+    """Calls per round so that the item reaches both the minimum count and the minimum time (up to max_samples)."""
     by_count = math.ceil(protocol.min_samples / protocol.rounds)
     by_time = math.ceil(protocol.min_seconds * 1000 / protocol.rounds / max(estimate_ms, 1e-3))
-    return max(1, by_count, by_time)
+    return max(1, by_count, min(by_time, math.ceil(protocol.max_samples / protocol.rounds)))
 
 
 def interleave(
