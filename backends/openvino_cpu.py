@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Any
 
 import torch
@@ -40,7 +41,8 @@ class OpenVinoBackend(Backend):
         self.check(settings)
         import openvino as ov
 
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about transformers' shape checks: static shapes here
             model = ov.convert_model(module, example_input=example_inputs)
         return self.compile(model, example_inputs, settings)
 

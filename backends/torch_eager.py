@@ -6,35 +6,33 @@ from typing import Any
 
 import torch
 
+from backends.torch_cuda import event_ms
 from latlab.backend import Availability, Backend, Runner, Settings
 
 _DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchRunner(Runner):
-    def __init__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], applied: dict[str, Any]) -> None:
+    def __init__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], applied: dict[str, Any],
+                 cuda: bool = False) -> None:
         super().__init__(applied)
         self.module = module
         self.inputs = inputs
-        self.cuda = inputs[0].is_cuda
+        self.cuda = cuda
 
-    def run(self) -> None:
+    def _forward(self) -> None:
         with torch.inference_mode():
             self.module(*self.inputs)
+
+    def run(self) -> None:
+        self._forward()
         if self.cuda:
             torch.cuda.synchronize()
 
     def time_ms(self) -> float:
         if not self.cuda:
             return super().time_ms()
-        # Host clocks would time the kernel launches, not the kernels: bracket the work with device events.
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.inference_mode():
-            start.record()
-            self.module(*self.inputs)
-            end.record()
-        end.synchronize()
-        return float(start.elapsed_time(end))
+        return event_ms(self._forward)
 
 
 class TorchBackend(Backend):
@@ -74,6 +72,9 @@ class TorchBackend(Backend):
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
         }
-        if settings.device == "cuda":
-            applied["gpu"] = torch.cuda.get_device_name()
-        return TorchRunner(module, inputs, applied)
+        cuda = settings.device == "cuda"
+        if cuda:
+            major, minor = torch.cuda.get_device_capability()
+            applied.update(gpu=torch.cuda.get_device_name(), compute_capability=f"{major}.{minor}",
+                           float32_matmul_precision=torch.get_float32_matmul_precision())  # "highest": no TF32
+        return TorchRunner(module, inputs, applied, cuda=cuda)

@@ -9,6 +9,8 @@ from typing import Any
 
 import psutil
 
+from latlab.errors import LatlabError
+
 # Instruction-set flags that select different kernels in oneDNN/MLAS/OpenVINO, hence different latencies.
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                 "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
@@ -16,6 +18,10 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """One GPU as NVML reports it. Only the name enters ``Fingerprint.identity``: the kernels that decide latency
+    ship in cuBLAS/cuDNN/TensorRT (recorded as the runtime version), not in the driver, and flagging every driver
+    update would block resuming and validating profiles on machines whose drivers are updated under them."""
+
     name: str
     memory_gib: float
     driver: str
@@ -72,37 +78,53 @@ def _cpu() -> tuple[str, tuple[str, ...]]:
 
 
 def read_gpus() -> tuple[GpuInfo, ...]:
-    """GPUs through NVML (nvidia-ml-py); none when the library or driver is absent."""
+    """GPUs through NVML (nvidia-ml-py); none when the library or driver is absent. Only queries, never sets.
+
+    Name, memory and compute capability identify a GPU and must be readable; clocks and the CUDA driver version
+    are informative, and some GPUs (vGPU, MIG) refuse them, so they are left out rather than failing the read.
+    """
     try:
         import pynvml
     except ImportError:
         return ()
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError:
+    except pynvml.NVMLError:  # NVMLError_LibraryNotFound and friends: no driver, no GPU
         return ()
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            clocks = {
-                name: int(pynvml.nvmlDeviceGetClockInfo(handle, kind))
-                for name, kind in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM))
-            }
-            gpus.append(GpuInfo(
-                name=_text(pynvml.nvmlDeviceGetName(handle)),
-                memory_gib=round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30, 1),
-                driver=driver,
-                cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}",
-                compute_capability=f"{major}.{minor}",
-                clocks_mhz=clocks,
-            ))
-        return tuple(gpus)
+        return _read(pynvml)
+    except pynvml.NVMLError as exc:  # the driver answers but a GPU does not (e.g. NVMLError_GPUIsLost)
+        raise LatlabError(f"NVML could not read the GPUs ({exc}); check the driver with nvidia-smi") from None
     finally:
         pynvml.nvmlShutdown()
+
+
+def _read(pynvml: Any) -> tuple[GpuInfo, ...]:
+    driver = _text(pynvml.nvmlSystemGetDriverVersion())
+    cuda = _optional(pynvml, pynvml.nvmlSystemGetCudaDriverVersion_v2)
+    gpus = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        clocks = {name: _optional(pynvml, pynvml.nvmlDeviceGetClockInfo, handle, kind)
+                  for name, kind in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM))}
+        gpus.append(GpuInfo(
+            name=_text(pynvml.nvmlDeviceGetName(handle)),
+            memory_gib=round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30, 1),
+            driver=driver,
+            cuda_version=f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda is not None else "",
+            compute_capability=f"{major}.{minor}",
+            clocks_mhz={name: int(mhz) for name, mhz in clocks.items() if mhz is not None},
+        ))
+    return tuple(gpus)
+
+
+def _optional(pynvml: Any, query: Any, *args: Any) -> Any:
+    """An NVML query whose failure (e.g. NVMLError_NotSupported) means "unknown", not "no GPU"."""
+    try:
+        return query(*args)
+    except pynvml.NVMLError:
+        return None
 
 
 def _text(value: str | bytes) -> str:
