@@ -60,7 +60,7 @@ def progress_bar(enabled: bool = True) -> Iterator[Report]:
 
 def check_same_machine(profile: Profile, path: str, force: bool) -> None:
     """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
-    problems = profile.fingerprint.differences(read_fingerprint())
+    problems = profile.fingerprint.differences(read_fingerprint(), include_gpus=profile.settings.device != "cpu")
     backend = load_backend(profile.backend)
     if backend.is_available() and backend.runtime_version() != profile.runtime_version:
         problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} in profile")
@@ -109,18 +109,19 @@ def info(as_json: bool) -> None:
 @click.option("--space", "space_path", type=click.Path(), default=None, help="Search space JSON (default: MiniLM students).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, applied and recorded.")
 @click.option("--precision", type=click.Choice(["f32", "bf16", "fp16"]), default="f32", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Default: the backend's own (cuda for tensorrt, cuda for torch when a GPU is present).")
 @click.option("--out", type=click.Path(), default=None, help="Profile file (default: profiles/<what it is>.json).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished entries are kept.")
 @click.option("--rounds", type=int, default=Protocol.rounds, show_default=True, help="Interleaved rounds.")
 @click.option("--min-seconds", type=float, default=Protocol.min_seconds, show_default=True,
               help="Minimum timed seconds per block.")
 @click.option("--min-samples", type=int, default=Protocol.min_samples, show_default=True)
-def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str, out: str | None,
+def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
             resume: bool, rounds: int, min_seconds: float, min_samples: int) -> None:
     """Measure every block of a space on one backend and write a device profile."""
     backend = load_backend(backend_name)
-    settings = Settings(threads=threads, precision=precision, device=device)
+    settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
     backend.check(settings)
     space = load_space(space_path)
     protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples)
@@ -185,15 +186,19 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
     if min_seconds is not None:
         protocol = Protocol.from_json({**protocol.to_json(), "min_seconds": min_seconds})
     with progress_bar() as report:
-        rows, accuracy = run_validation(loaded, backend, count, seed, protocol, report)
-    for row in rows:
+        validation = run_validation(loaded, backend, count, seed, protocol, report)
+    accuracy = validation.accuracy
+    for row in validation.rows:
         layers = ",".join(f"{a}/{f}" for a, f in zip(row.arch.heads, row.arch.ffn))
         click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} [{layers}]".ljust(60)
                    + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
                    f"{row.error_pct:+6.1f}%" + ("  (unstable)" if row.unstable else ""))
     click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, within ±5% {accuracy.within_5pct:.0%}, "
                f"within ±10% {accuracy.within_10pct:.0%}, Spearman {accuracy.spearman:.3f} ({count} archs)")
+    click.echo(f"reference blocks ran {validation.drift_pct:+.1f}% vs the profile (machine drift since profiling)")
     if json_path:
-        write_json(json_path, validation_json(loaded, rows, accuracy, seed, profile_path))
+        write_json(json_path, validation_json(loaded, validation, seed, profile_path))
     if plot_path:
-        plot(rows, accuracy, loaded.label, plot_path)
+        plot(validation, loaded.label, plot_path)
+from latlab.report_cli import report  # noqa: E402  (latency regression reports, issue 4)
+main.add_command(report)

@@ -43,20 +43,22 @@ class Fingerprint:
     gpus: tuple[GpuInfo, ...] = ()
 
     def identity(self) -> dict[str, Any]:
-        """The fields that must match for a profile to be trusted here (clocks and OS patch level excluded)."""
+        """The fields that must match for a profile to be trusted here. Clocks, OS patch level and the process's
+        CPU affinity (``usable_cpus``, e.g. under taskset) are recorded but not compared."""
         return {
             "cpu_model": self.cpu_model,
             "cpu_flags": list(self.cpu_flags),
             "logical_cores": self.logical_cores,
-            "usable_cpus": self.usable_cpus,
             "memory_gib": round(self.memory_gib),
             "machine": self.machine,
             "gpus": [g.name for g in self.gpus],
         }
 
-    def differences(self, other: Fingerprint) -> list[str]:
+    def differences(self, other: Fingerprint, include_gpus: bool = True) -> list[str]:
+        """Mismatches, worded for a profile (self) checked on this machine (other). A CPU profile ignores GPUs."""
         mine, theirs = self.identity(), other.identity()
-        return [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in mine if mine[k] != theirs[k]]
+        keys = [k for k in mine if include_gpus or k != "gpus"]
+        return [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in keys if mine[k] != theirs[k]]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -56,7 +56,7 @@ def resumable(existing: Profile, fresh: Profile, path: Path) -> None:
         if old != new:
             raise LatlabError(f"{path}: cannot resume, field {field!r} differs ({old} in file, {new} now); "
                               "use another --out or the same options")
-    differences = existing.fingerprint.differences(fresh.fingerprint)
+    differences = existing.fingerprint.differences(fresh.fingerprint, include_gpus=fresh.settings.device != "cpu")
     if differences:
         raise LatlabError(f"{path}: cannot resume on different hardware ({differences[0]})")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from scipy.stats import spearmanr
 
 from latlab.architecture import Architecture, build_model
 from latlab.backend import Backend
+from latlab.blocks import LAYER, Block, build_block
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
 from latlab.profiling import Report, _quiet, prepare_all
@@ -53,6 +55,21 @@ def sample_architectures(profile: Profile, count: int, seed: int) -> list[Archit
     return [profile.space.sample(rng) for _ in range(count)]
 
 
+@dataclass(frozen=True)
+class Validation:
+    rows: list[ArchResult]
+    accuracy: Accuracy
+    # How much slower (+) or faster (-) the machine ran reference blocks now than when it was profiled:
+    # errors of that size come from the machine's state, not from the profile's arithmetic.
+    drift_pct: float
+
+
+def reference_blocks(archs: list[Architecture], count: int = 3) -> list[Block]:
+    """The layer blocks the validated models use most, re-timed alongside them to expose drift."""
+    usage = Counter(b for a in archs for b in a.blocks() if b.kind == LAYER)
+    return [block for block, _ in usage.most_common(count)]
+
+
 def run_validation(
     profile: Profile,
     backend: Backend,
@@ -60,24 +77,29 @@ def run_validation(
     seed: int,
     protocol: Protocol | None = None,
     report: Report = _quiet,
-) -> tuple[list[ArchResult], Accuracy]:
+) -> Validation:
     """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved."""
     protocol = protocol or profile.protocol
     table = LatencyTable.from_profile(profile)
     archs = sample_architectures(profile, count, seed)
     predicted = [predict_ms(a, table) for a in archs]
+    references = reference_blocks(archs)
     items = {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)}
+    items.update({block.key: build_block(block) for block in references})
     runners = prepare_all(backend, items, profile.settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
     rows = [
-        ArchResult(a, p, LatencyStats.from_rounds(results[key]), key in unstable)
-        for key, a, p in zip(items, archs, predicted)
+        ArchResult(a, p, LatencyStats.from_rounds(results[f"arch{i}"]), f"arch{i}" in unstable)
+        for i, (a, p) in enumerate(zip(archs, predicted))
     ]
-    return rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows])
+    ratios = [LatencyStats.from_rounds(results[b.key]).median_ms / profile.entries[b.key].stats.median_ms
+              for b in references]
+    drift = (float(np.median(ratios)) - 1) * 100 if ratios else 0.0
+    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), drift)
 
 
-def validation_json(profile: Profile, rows: list[ArchResult], accuracy: Accuracy, seed: int,
-                    profile_path: str) -> dict[str, Any]:
+def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str) -> dict[str, Any]:
+    accuracy = validation.accuracy
     return {
         "profile": profile_path,
         "backend": profile.backend,
@@ -86,7 +108,8 @@ def validation_json(profile: Profile, rows: list[ArchResult], accuracy: Accuracy
                      "device": profile.settings.device},
         "cpu_model": profile.fingerprint.cpu_model,
         "seed": seed,
-        "n_archs": len(rows),
+        "n_archs": len(validation.rows),
+        "reference_drift_pct": round(validation.drift_pct, 2),
         "mape_pct": round(accuracy.mape_pct, 3),
         "within_5pct": round(accuracy.within_5pct, 3),
         "within_10pct": round(accuracy.within_10pct, 3),
@@ -100,12 +123,12 @@ def validation_json(profile: Profile, rows: list[ArchResult], accuracy: Accuracy
                 "error_pct": round(r.error_pct, 2),
                 "unstable": r.unstable,
             }
-            for r in rows
+            for r in validation.rows
         ],
     }
 
 
-def plot(rows: list[ArchResult], accuracy: Accuracy, title: str, path: str) -> None:
+def plot(validation: Validation, title: str, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +136,7 @@ def plot(rows: list[ArchResult], accuracy: Accuracy, title: str, path: str) -> N
 
     from latlab.atomic import write_bytes
 
+    rows, accuracy = validation.rows, validation.accuracy
     measured = [r.measured.median_ms for r in rows]
     predicted = [r.predicted_ms for r in rows]
     top = max(measured + predicted) * 1.05

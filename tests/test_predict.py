@@ -1,31 +1,19 @@
 """Prediction arithmetic: overhead once, plus each block's median minus the overhead it paid alone."""
 
+import random
+
 import pytest
 
 from latlab.architecture import Architecture
-from latlab.backend import Settings
-from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
+from latlab.blocks import OVERHEAD, embeddings_block, head_block, layer_block, overhead_block
 from latlab.errors import LatlabError
-from latlab.fingerprint import Fingerprint
 from latlab.predict import LatencyTable, predict, predict_ms
-from latlab.profile import Entry, Profile
-from latlab.protocol import Protocol
-from latlab.space import SearchSpace
+from latlab.space import SearchSpace, load_space
 
-SPACE = SearchSpace("t", layers=(1, 2), hidden=(64,), heads=(2, 4), ffn=(128,), seq_len=(16,), batch=(1,), labels=2,
-                    vocab=100)
+from conftest import TINY_SPACE
 
 
-def make_profile(medians: dict) -> Profile:
-    profile = Profile(backend="fake", runtime_version="1", settings=Settings(), applied={}, software={},
-                      fingerprint=Fingerprint("cpu", (), 1, 1, 1, 1.0, "os", "x86_64"), protocol=Protocol(),
-                      space=SPACE, complete=True)
-    for block, ms in medians.items():
-        profile.entries[block.key] = Entry(block, [[ms, ms, ms]])
-    return profile
-
-
-def test_prediction_is_overhead_plus_net_blocks() -> None:
+def test_prediction_is_overhead_plus_net_blocks(make_profile) -> None:
     profile = make_profile({
         overhead_block(1, 16): 0.1,
         embeddings_block(1, 16, 64, 100): 0.3,
@@ -42,8 +30,71 @@ def test_prediction_is_overhead_plus_net_blocks() -> None:
     assert [key for key, _ in result.parts][1:3] == ["layer/b1/s16/h64/a2/f128", "layer/b1/s16/h64/a4/f128"]
 
 
-def test_block_outside_grid_is_a_clear_error() -> None:
+def test_block_outside_grid_is_a_clear_error(make_profile) -> None:
     table = LatencyTable.from_profile(make_profile({overhead_block(1, 16): 0.1}))
     arch = Architecture(hidden=64, heads=(2,), ffn=(128,), seq_len=16, batch=1, labels=2, vocab=100)
     with pytest.raises(LatlabError, match="outside the measured grid"):
         predict_ms(arch, table)
+
+
+MIXED_SPACE = SearchSpace("mixed", layers=(1, 2, 3, 4), hidden=(64,), heads=(2, 4), ffn=(128, 256), seq_len=(16, 32),
+                          batch=(1, 2), labels=2, vocab=100)
+
+
+def random_medians(space: SearchSpace, seed: int) -> dict:
+    """A plausible median per block: the overhead small, everything else larger than it."""
+    rng = random.Random(seed)
+    return {b: rng.uniform(0.01, 0.05) if b.kind == OVERHEAD else rng.uniform(0.1, 5.0) for b in space.blocks()}
+
+
+def test_heterogeneous_layers_are_priced_layer_by_layer(make_profile) -> None:
+    medians = random_medians(MIXED_SPACE, seed=1)
+    table = LatencyTable.from_profile(make_profile(medians, MIXED_SPACE))
+    arch = Architecture(hidden=64, heads=(2, 4, 4, 2), ffn=(128, 256, 128, 256), seq_len=32, batch=2, labels=2,
+                        vocab=100)
+    overhead = medians[overhead_block(2, 32)]
+    layers = [medians[layer_block(2, 32, 64, a, f)] - overhead for a, f in zip(arch.heads, arch.ffn)]
+    ends = medians[embeddings_block(2, 32, 64, 100)] + medians[head_block(2, 32, 64, 2)] - 2 * overhead
+    result = predict(arch, table)
+    assert result.total_ms == pytest.approx(overhead + ends + sum(layers))
+    assert result.overhead_ms == overhead
+    assert [ms for _, ms in result.parts[1:-1]] == pytest.approx(layers)
+    assert [key for key, _ in result.parts[1:-1]] == [layer_block(2, 32, 64, a, f).key
+                                                      for a, f in zip(arch.heads, arch.ffn)]
+    swapped = Architecture(hidden=64, heads=arch.heads[::-1], ffn=arch.ffn[::-1], seq_len=32, batch=2, labels=2,
+                           vocab=100)
+    assert predict_ms(swapped, table) == pytest.approx(result.total_ms)
+
+
+def test_each_shape_subtracts_its_own_overhead(make_profile) -> None:
+    medians = random_medians(MIXED_SPACE, seed=2)
+    table = LatencyTable.from_profile(make_profile(medians, MIXED_SPACE))
+    for batch, seq_len in [(1, 16), (1, 32), (2, 16), (2, 32)]:
+        arch = Architecture(hidden=64, heads=(4,), ffn=(256,), seq_len=seq_len, batch=batch, labels=2, vocab=100)
+        blocks = arch.blocks()
+        overhead = medians[overhead_block(batch, seq_len)]
+        expected = overhead + sum(medians[b] - overhead for b in blocks)
+        assert predict_ms(arch, table) == pytest.approx(expected)
+
+
+def test_missing_overhead_is_named(make_profile) -> None:
+    medians = {b: ms for b, ms in random_medians(MIXED_SPACE, seed=3).items() if b != overhead_block(1, 16)}
+    table = LatencyTable.from_profile(make_profile(medians, MIXED_SPACE))
+    arch = Architecture(hidden=64, heads=(2,), ffn=(128,), seq_len=16, batch=1, labels=2, vocab=100)
+    for price in (predict_ms, predict):
+        with pytest.raises(LatlabError, match="no entry for block overhead/b1/s16"):
+            price(arch, table)
+    assert predict_ms(Architecture(64, (2,), (128,), seq_len=32, batch=1, labels=2, vocab=100), table) > 0
+
+
+def test_fast_path_agrees_with_the_breakdown_on_random_architectures(make_profile) -> None:
+    space = load_space(TINY_SPACE)
+    for seed in range(3):
+        table = LatencyTable.from_profile(make_profile(random_medians(space, seed), space))
+        rng = random.Random(seed)
+        for _ in range(300):
+            arch = space.sample(rng)
+            result = predict(arch, table)
+            assert predict_ms(arch, table) == pytest.approx(result.total_ms, rel=1e-12)
+            assert result.total_ms == pytest.approx(result.overhead_ms + sum(ms for _, ms in result.parts), rel=1e-12)
+            assert len(result.parts) == arch.layers + 2

@@ -1,0 +1,154 @@
+"""What latlab adds to a pytest-benchmark saved run, and how it is read back. The one definition of the format.
+
+pytest-benchmark writes ``<storage>/<machine id>/NNNN_<name>.json`` (``--benchmark-save``/``--benchmark-autosave``).
+latlab's plugin adds, through pytest-benchmark's hooks and ``extra_info``::
+
+    machine_info.latlab.fingerprint     latlab.fingerprint.Fingerprint of the machine that ran
+    benchmarks[].extra_info.latlab      a BenchRecord: backend, runtime_version, threads, precision, device,
+                                        batch, seq_len, timer, model; LatencyStats of the model (median_ms,
+                                        p90_ms, p95_ms, p99_ms, ...); ``anchor`` (the calibration workload timed
+                                        in the same rounds) and ``reference`` (A/B mode) as LatencyStats; the
+                                        ``verdicts`` of gates evaluated in that run
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from latlab.errors import LatlabError
+from latlab.fingerprint import Fingerprint
+from latlab.stats import LatencyStats
+
+# Settings that must match for two measurements to be comparable at all.
+IDENTITY = ("backend", "runtime_version", "threads", "precision", "device", "timer", "batch", "seq_len")
+_STATS_FIELDS = tuple(f.name for f in fields(LatencyStats))
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    backend: str
+    runtime_version: str
+    threads: int
+    precision: str
+    device: str
+    batch: int
+    seq_len: int
+    timer: str  # pytest-benchmark's timer: time.perf_counter (latency) or e.g. time.process_time (CPU time)
+    model: str
+    stats: LatencyStats
+    anchor: LatencyStats | None = None
+    anchor_name: str = ""
+    reference: LatencyStats | None = None
+    applied: dict[str, Any] = field(default_factory=dict)
+    verdicts: tuple[dict[str, Any], ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in IDENTITY}
+
+    def anchors(self, baseline: BenchRecord, stat: str) -> tuple[float, float] | None:
+        """``(baseline anchor, this run's anchor)`` for ``stat`` when both runs timed the same anchor."""
+        if not (self.anchor and baseline.anchor and self.anchor_name == baseline.anchor_name):
+            return None
+        return getattr(baseline.anchor, f"{stat}_ms"), getattr(self.anchor, f"{stat}_ms")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {**self.identity(), "model": self.model, **self.stats.to_json()}
+        if self.anchor:
+            data["anchor"] = {"name": self.anchor_name, **self.anchor.to_json()}
+        if self.reference:
+            data["reference"] = self.reference.to_json()
+        data["applied"] = self.applied
+        data["verdicts"] = list(self.verdicts)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> BenchRecord:
+        """Raises KeyError/TypeError/ValueError on a malformed record; ``load_run`` names the file."""
+        anchor = data.get("anchor")
+        return cls(
+            backend=str(data["backend"]), runtime_version=str(data["runtime_version"]), threads=int(data["threads"]),
+            precision=str(data["precision"]), device=str(data["device"]), batch=int(data["batch"]),
+            seq_len=int(data["seq_len"]), timer=str(data["timer"]), model=str(data["model"]),
+            stats=_stats(data),
+            anchor=_stats(anchor) if anchor else None,
+            anchor_name=str(anchor["name"]) if anchor else "",
+            reference=_stats(data["reference"]) if data.get("reference") else None,
+            applied=dict(data.get("applied", {})),
+            verdicts=tuple(dict(v) for v in data.get("verdicts", ())),
+        )
+
+
+def _stats(data: Mapping[str, Any]) -> LatencyStats:
+    return LatencyStats(**{name: data[name] for name in _STATS_FIELDS})
+
+
+def differences(baseline: Mapping[str, Any], current: Mapping[str, Any], where: str) -> list[str]:
+    """One readable line per field that differs, e.g. ``runtime_version: 1.31.1 here vs 1.30.0 in <where>``."""
+    return [f"{key}: {current.get(key)} here vs {baseline.get(key)} in {where}"
+            for key in sorted(set(baseline) | set(current)) if baseline.get(key) != current.get(key)]
+
+
+def fingerprint_identity(machine_info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The hardware identity stored in a run's machine_info by latlab's plugin; None for runs saved without it."""
+    latlab = machine_info.get("latlab") if isinstance(machine_info, Mapping) else None
+    if not isinstance(latlab, Mapping) or "fingerprint" not in latlab:
+        return None
+    return Fingerprint.from_json(dict(latlab["fingerprint"])).identity()
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    path: str
+    datetime: str
+    fingerprint: dict[str, Any] | None  # Fingerprint.identity(); None when saved without latlab's plugin
+    records: dict[str, BenchRecord]  # by pytest node id (pytest-benchmark's "fullname")
+    plain: tuple[str, ...]  # benchmarks without a latlab record (the plain ``benchmark`` fixture)
+
+
+def parse_run(data: Any, source: str) -> SavedRun:
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise LatlabError(f"{source}: not a pytest-benchmark saved run (no 'benchmarks' list); pass a file "
+                          "written by --benchmark-save or --benchmark-autosave")
+    try:
+        fingerprint = fingerprint_identity(data.get("machine_info", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LatlabError(f"{source}: machine_info.latlab.fingerprint is malformed ({exc})") from None
+    records: dict[str, BenchRecord] = {}
+    plain: list[str] = []
+    for bench in data["benchmarks"]:
+        name = bench.get("fullname") if isinstance(bench, dict) else None
+        if not isinstance(name, str):
+            raise LatlabError(f"{source}: a benchmark has no 'fullname'; the file is damaged")
+        extra = bench.get("extra_info") or {}
+        if "latlab" not in extra:
+            plain.append(name)
+            continue
+        try:
+            records[name] = BenchRecord.from_json(extra["latlab"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LatlabError(f"{source}: benchmark {name!r}: latlab record is malformed ({exc!r})") from None
+    return SavedRun(source, str(data.get("datetime", "")), fingerprint, records, tuple(plain))
+
+
+def load_run(path: str | Path) -> SavedRun:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LatlabError(f"{path}: saved run not found; save one with pytest --benchmark-autosave") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise LatlabError(f"{path}: cannot read saved run ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file may be truncated") from None
+    return parse_run(data, str(path))
+
+
+def find_runs(storage: str | Path) -> list[Path]:
+    """Saved runs under pytest-benchmark's storage folder, oldest first (by their NNNN_ counter)."""
+    return sorted(Path(storage).glob("*/[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: (p.name, str(p.parent)))

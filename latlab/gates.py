@@ -1,0 +1,83 @@
+"""Regression gates such as ``p90:10%``: one parser and one judgement, shared by the pytest plugin and
+``latlab report``. Pure and stdlib-only, because the pytest plugin imports it in every pytest run."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from latlab.errors import LatlabError
+
+STATS = ("min", "median", "mean", "p90", "p95", "p99")
+_GATE = re.compile(r"^\s*([a-z0-9]+)\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Fail when ``stat`` got more than ``limit_pct`` percent slower."""
+
+    stat: str
+    limit_pct: float
+
+    def __str__(self) -> str:
+        return f"{self.stat}:{self.limit_pct:g}%"
+
+    def value(self, stats: Any) -> float:
+        """The gated statistic of a ``LatencyStats`` (its ``<stat>_ms`` field)."""
+        return float(getattr(stats, f"{self.stat}_ms"))
+
+
+def parse_gates(text: str) -> tuple[Gate, ...]:
+    """``"p90:10%"`` or a comma-separated list ``"median:5%,p99:20%"``; anything else is a LatlabError."""
+    gates = []
+    for part in text.split(","):
+        match = _GATE.match(part.lower())
+        if not match or match.group(1) not in STATS:
+            raise LatlabError(f"bad gate {part.strip()!r} in {text!r}: expected STAT:LIMIT% such as p90:10%, "
+                              f"with STAT one of {', '.join(STATS)}")
+        gates.append(Gate(match.group(1), float(match.group(2))))
+    return tuple(gates)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    gate: Gate
+    against: str  # what the current value is compared with: "baseline", "reference", "profile"
+    baseline_ms: float
+    current_ms: float
+    change_pct: float
+    drift_corrected: bool  # change measured relative to the calibration anchor of each run
+
+    @property
+    def failed(self) -> bool:
+        return not self.change_pct <= self.gate.limit_pct  # a NaN change fails: never pass what was not measured
+
+    def describe(self) -> str:
+        how = ", drift-corrected" if self.drift_corrected else ""
+        state = "FAIL" if self.failed else "ok"
+        return (f"{state} {self.gate.stat} {self.current_ms:.3f} ms vs {self.against} {self.baseline_ms:.3f} ms: "
+                f"{self.change_pct:+.1f}%{how} (limit +{self.gate.limit_pct:g}%)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gate": str(self.gate), "against": self.against, "baseline_ms": round(self.baseline_ms, 5),
+                "current_ms": round(self.current_ms, 5), "change_pct": round(self.change_pct, 3),
+                "drift_corrected": self.drift_corrected, "failed": self.failed}
+
+
+def change_pct(baseline_ms: float, current_ms: float, anchors_ms: tuple[float, float] | None = None) -> float:
+    """Percent change of ``current`` over ``baseline``. With ``anchors_ms`` (the same statistic of a fixed
+    calibration workload in each run: baseline's, current's) both sides are divided by their run's anchor first,
+    which cancels the machine getting faster or slower as a whole between the two runs."""
+    ratio = current_ms / baseline_ms if baseline_ms > 0 else math.nan
+    if anchors_ms is not None:
+        base_anchor, current_anchor = anchors_ms
+        ratio = ratio * base_anchor / current_anchor if current_anchor > 0 else math.nan
+    return (ratio - 1) * 100
+
+
+def judge(gate: Gate, against: str, baseline_ms: float, current_ms: float,
+          anchors_ms: tuple[float, float] | None = None) -> Verdict:
+    return Verdict(gate, against, baseline_ms, current_ms, change_pct(baseline_ms, current_ms, anchors_ms),
+                   anchors_ms is not None)

@@ -1,0 +1,132 @@
+"""latlab's pytest plugin (entry point group ``pytest11``): installing latlab enables it in every pytest run.
+
+It provides the ``latency`` fixture (``latlab.latency_fixture``), writes this machine's latlab fingerprint into
+every pytest-benchmark run it saves, and checks the hardware of a run loaded by ``--benchmark-compare``.
+Because every pytest run in the environment loads it, it imports only pytest and stdlib-only latlab modules at
+import time; torch, numpy and the runtimes load inside the fixture and hooks when they are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from latlab.errors import LatlabError
+from latlab.gates import Gate, parse_gates
+
+if TYPE_CHECKING:
+    from latlab.benchrun import BenchRecord
+    from latlab.latency_fixture import Latency
+
+
+class LatlabDeviceWarning(pytest.PytestWarning):
+    """A comparison with a run or profile from other hardware, runtime version or settings."""
+
+
+@dataclass
+class PluginState:
+    gates: tuple[Gate, ...]  # --latlab-fail: gates against the saved run loaded by --benchmark-compare
+    strict_device: bool
+    seconds: float
+    smoke: bool
+    baseline: dict[str, BenchRecord] | None = None  # latlab records of the compared run, by test node id
+    fingerprint_json: dict[str, Any] | None = field(default=None, repr=False)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Read once per session (cpuinfo takes ~0.2 s)."""
+        if self.fingerprint_json is None:
+            from latlab.fingerprint import read_fingerprint
+
+            self.fingerprint_json = read_fingerprint().to_json()
+        return self.fingerprint_json
+
+
+STATE = pytest.StashKey[PluginState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("latlab", "latency regression tests (latlab)")
+    group.addoption("--latlab-fail", action="append", default=[], metavar="STAT:LIMIT%",
+                    help="fail a latency test that got slower than the run loaded by --benchmark-compare, "
+                         "e.g. p90:10% (repeatable or comma-separated; STAT: min, median, mean, p90, p95, p99); "
+                         "compared relative to the calibration anchor when both runs timed it")
+    group.addoption("--latlab-strict-device", action="store_true",
+                    help="fail instead of warn when a compared run or profile comes from other hardware, another "
+                         "runtime version or other settings")
+    group.addoption("--latlab-seconds", type=float, default=2.0, metavar="S",
+                    help="timed seconds per latency test (default: 2.0)")
+    group.addoption("--latlab-smoke", action="store_true",
+                    help="three rounds per latency test: checks that the tests run, not how fast (timing gates "
+                         "are recorded but not enforced)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        gates = tuple(gate for text in config.getoption("latlab_fail") for gate in parse_gates(text))
+    except LatlabError as exc:
+        raise pytest.UsageError(f"--latlab-fail: {exc}") from None
+    if gates and config.getoption("latlab_smoke"):
+        raise pytest.UsageError("--latlab-smoke times three rounds, too few to gate on: drop --latlab-fail or it")
+    if gates and not config.getoption("benchmark_compare", None):
+        raise pytest.UsageError("--latlab-fail compares with a saved run: add --benchmark-compare (the latest) "
+                                "or --benchmark-compare=NUM")
+    seconds = config.getoption("latlab_seconds")
+    if not seconds > 0:
+        raise pytest.UsageError(f"--latlab-seconds must be positive, got {seconds}")
+    config.stash[STATE] = PluginState(gates, config.getoption("latlab_strict_device"), seconds,
+                                      config.getoption("latlab_smoke"))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE]
+    lines = [f"latlab: --latlab-fail {', '.join(str(g) for g in state.gates)} against the compared run"] \
+        if state.gates else []
+    if state.smoke:
+        lines.append("latlab: smoke mode, 3 rounds per latency test; timing gates are recorded, not enforced")
+    return lines
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    machine_info["latlab"] = {"fingerprint": config.stash[STATE].fingerprint()}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession: Any, machine_info: dict[str, Any],
+                                          compared_benchmark: dict[str, Any]) -> None:
+    """Keep the compared run's latlab records for the gates, and say loudly if it ran on other hardware."""
+    from latlab.benchrun import differences, fingerprint_identity, parse_run
+
+    state = config.stash[STATE]
+    source = "the run loaded by --benchmark-compare"
+    try:
+        run = parse_run(compared_benchmark, source)
+    except LatlabError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not run.records:
+        return  # not a latlab run: pytest-benchmark's own machine_info check covers it
+    state.baseline = {**(state.baseline or {}), **run.records}
+    if run.fingerprint is None:
+        problems = ["it has no latlab fingerprint, so its hardware is unknown"]
+    else:
+        problems = differences(run.fingerprint, fingerprint_identity(machine_info) or {}, "that run")
+    if not problems:
+        return
+    message = f"{source} was measured on other hardware: {'; '.join(problems)}"
+    if state.strict_device:
+        raise pytest.UsageError(f"{message} (--latlab-strict-device); save a baseline on this machine")
+    config.issue_config_time_warning(LatlabDeviceWarning(f"{message}; its latencies may not compare"), stacklevel=2)
+
+
+@pytest.fixture
+def latency(benchmark: Any, request: pytest.FixtureRequest) -> Latency:
+    """Times a model on a latlab backend through pytest-benchmark and applies latlab's gates.
+
+    ``latency.measure(model, inputs, backend=...)``, ``latency.ab(candidate, reference, inputs, fail="p90:10%")``,
+    ``latency.against_profile(profile_path, arch, fail="median:15%")``; see README.regression.md.
+    """
+    from latlab.latency_fixture import Latency
+
+    return Latency(benchmark, request.config.stash[STATE])

@@ -1,0 +1,156 @@
+"""``latlab report``'s substance: compare two saved pytest-benchmark runs benchmark by benchmark and render the
+result as a Markdown table and a PNG chart. No file is read or written here: ``latlab.report_cli`` does that."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from latlab.benchrun import BenchRecord, SavedRun, differences
+from latlab.errors import LatlabError
+from latlab.gates import Gate, Verdict, change_pct, judge
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # pytest node id
+    baseline: BenchRecord
+    current: BenchRecord
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(v.failed for v in self.verdicts)
+
+    def change(self, stat: str) -> float:
+        """Drift-corrected percent change of ``stat`` when both runs timed the same anchor, raw otherwise."""
+        return change_pct(getattr(self.baseline.stats, f"{stat}_ms"), getattr(self.current.stats, f"{stat}_ms"),
+                          self.current.anchors(self.baseline, stat))
+
+    def machine_change(self) -> float | None:
+        """How much the calibration anchor itself moved between the runs: the drift that was corrected."""
+        anchors = self.current.anchors(self.baseline, "median")
+        return change_pct(*anchors) if anchors else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: SavedRun
+    current: SavedRun
+    gates: tuple[Gate, ...]
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...]  # hardware/runtime differences, benchmarks that could not be compared
+
+    @property
+    def failed(self) -> tuple[Row, ...]:
+        return tuple(row for row in self.rows if row.failed)
+
+
+def compare_runs(baseline: SavedRun, current: SavedRun, gates: tuple[Gate, ...],
+                 strict_device: bool = False) -> Comparison:
+    common = [name for name in current.records if name in baseline.records]
+    if not common:
+        raise LatlabError(f"{baseline.path} ({len(baseline.records)} latlab benchmarks) and {current.path} "
+                          f"({len(current.records)}) have no latlab benchmark in common; compare two runs of the "
+                          "same suite")
+    device: list[str] = []
+    if baseline.fingerprint is None or current.fingerprint is None:
+        device.append("hardware unknown: a run was saved without latlab's fingerprint")
+    else:
+        device += differences(baseline.fingerprint, current.fingerprint, "baseline")
+    rows = []
+    for name in common:
+        base, cur = baseline.records[name], current.records[name]
+        device += [f"{name}: {line}" for line in differences(base.identity(), cur.identity(), "baseline")]
+        rows.append(Row(name, base, cur, tuple(
+            judge(g, "baseline", g.value(base.stats), g.value(cur.stats), cur.anchors(base, g.stat)) for g in gates
+        )))
+    if device and strict_device:
+        raise LatlabError(f"{current.path} was measured on other hardware, runtime or settings than "
+                          f"{baseline.path}: {'; '.join(device)} (--strict-device)")
+    notes = [f"measured differently, the comparison may not hold: {line}" for line in device]
+    notes += [f"only in the baseline, not compared: {n}" for n in baseline.records if n not in current.records]
+    notes += [f"only in the current run, not compared: {n}" for n in current.records if n not in baseline.records]
+    notes += [f"not timed by latlab's latency fixture, not compared: {n}" for n in current.plain]
+    return Comparison(baseline, current, gates, tuple(rows), tuple(notes))
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def verdict_text(row: Row) -> str:
+    failed = [v for v in row.verdicts if v.failed]
+    if failed:
+        return "**FAIL** " + ", ".join(f"{v.gate.stat} {v.change_pct:+.1f}% > {v.gate.limit_pct:g}%" for v in failed)
+    return "ok" if row.verdicts else "-"
+
+
+def render_markdown(comparison: Comparison) -> str:
+    failed = comparison.failed
+    gates = ", ".join(str(g) for g in comparison.gates) or "none"
+    result = (f"**FAIL**: {len(failed)} of {len(comparison.rows)} benchmarks regressed" if failed
+              else f"pass: {len(comparison.rows)} benchmarks within the gates")
+    lines = [
+        "# Latency regression report",
+        "",
+        f"- baseline: `{comparison.baseline.path}` ({comparison.baseline.datetime})",
+        f"- current: `{comparison.current.path}` ({comparison.current.datetime})",
+        f"- gates: {gates}; result: {result}",
+        "",
+        "Changes are drift-corrected where both runs timed latlab's calibration anchor in the same rounds: each "
+        "latency is divided by its run's anchor first. *machine* is how much the anchor itself moved. Latencies "
+        "are in ms, per call, with each run's own timer.",
+        "",
+        "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison.rows:
+        b, c = row.baseline.stats, row.current.stats
+        lines.append(f"| `{row.name}` | {row.current.backend} | {_ms(b.median_ms)} → {_ms(c.median_ms)} | "
+                     f"{_pct(row.change('median'))} | {_ms(b.p90_ms)} → {_ms(c.p90_ms)} | {_pct(row.change('p90'))} | "
+                     f"{_pct(row.machine_change())} | {verdict_text(row)} |")
+    if comparison.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in comparison.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(comparison: Comparison) -> bytes:
+    """Horizontal bars of the median and p90 change per benchmark, with each gate's limit as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.patches import Patch
+
+    rows = comparison.rows
+    labels = [row.name.split("::")[-1] for row in rows]
+    positions = range(len(rows))
+    colors = {"median": "#8fb3d9", "p90": "#2f5f8f", "failed": "#c0392b"}
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.45 * len(rows)))
+    for offset, stat in ((-0.2, "median"), (0.2, "p90")):
+        failed = [any(v.failed and v.gate.stat == stat for v in row.verdicts) for row in rows]
+        ax.barh([p + offset for p in positions], [row.change(stat) for row in rows], height=0.38,
+                color=[colors["failed"] if f else colors[stat] for f in failed])
+    for gate in comparison.gates:
+        ax.axvline(gate.limit_pct, color=colors["failed"], ls="--", lw=1)
+        ax.text(gate.limit_pct, 1.0, f" {gate}", color=colors["failed"], fontsize=8, va="bottom",
+                transform=ax.get_xaxis_transform())
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(list(positions), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("change vs baseline (%), drift-corrected")
+    ax.set_title(f"{len(comparison.failed)} of {len(rows)} benchmarks regressed", fontsize=10, pad=14)
+    ax.legend(handles=[Patch(color=colors["median"], label="Δ median"), Patch(color=colors["p90"], label="Δ p90"),
+                       Patch(color=colors["failed"], label="gate failed")],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

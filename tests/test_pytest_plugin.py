@@ -1,0 +1,293 @@
+"""The pytest plugin as a user meets it: test files that use the ``latency`` fixture, run by pytester.
+
+Quick checks run pytest in-process with ``--latlab-smoke`` (three rounds; they check behaviour, not speed). The
+end-to-end check times real models in subprocesses with the CPU-time clock, like a user on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
+from latlab.fingerprint import Fingerprint, read_fingerprint
+from latlab.profile import save_profile
+from latlab.space import SearchSpace
+
+pytest_plugins = ["pytester"]
+# pytest-benchmark's own warnings from the inner runs (a file it cannot load, machine_info that differs) are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_benchmark.logger.PytestBenchmarkWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+USER_TESTS = '''
+import os
+
+import torch
+
+WORK = float(os.environ.get("LATLAB_E2E_WORK", "1.0"))
+
+
+class Chain(torch.nn.Module):
+    """A user's model: ``blocks`` matrix products, so 10 blocks are 25% more work than 8."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        torch.manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(256, 256) / 16)
+        self.blocks = blocks
+
+    def forward(self, x):
+        for _ in range(self.blocks):
+            x = torch.tanh(x @ self.w)
+        return x
+
+
+X = torch.randn(64, 256)
+
+
+def test_model(latency):
+    latency.measure(Chain(round(8 * WORK)), X)
+
+
+def test_model_ab(latency):
+    latency.ab(Chain(round(8 * WORK)), Chain(8), X, fail="p90:10%")
+'''
+
+
+def saved_runs(pytester: pytest.Pytester) -> list[Path]:
+    return sorted(pytester.path.glob(".benchmarks/*/*.json"))
+
+
+def edit_run(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def user_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_user=USER_TESTS)
+    return pytester
+
+
+def smoke(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """In-process, three rounds per test: for behaviour that does not depend on timing."""
+    return pytester.runpytest("--latlab-smoke", "-p", "no:cacheprovider", *args)
+
+
+def quick(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """In-process, the minimum of 50 rounds per test, with gates enforced."""
+    return pytester.runpytest("--latlab-seconds=0.01", "-p", "no:cacheprovider", *args)
+
+
+def test_plugin_import_is_cheap_and_registered() -> None:
+    """Every pytest run of the environment loads the plugin: it must not drag in torch, numpy or the runtimes."""
+    code = ("import sys, latlab.pytest_plugin; "
+            "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'onnxruntime', 'openvino') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from importlib.metadata import entry_points
+
+    assert [ep.value for ep in entry_points(group="pytest11") if ep.name == "latlab"] == ["latlab.pytest_plugin"]
+
+
+def test_saved_run_carries_fingerprint_and_record(user_project: pytest.Pytester) -> None:
+    result = smoke(user_project, "--benchmark-save=base")
+    result.assert_outcomes(passed=2)
+    (run,) = saved_runs(user_project)
+    data = json.loads(run.read_text())
+    assert Fingerprint.from_json(data["machine_info"]["latlab"]["fingerprint"]) == read_fingerprint()
+    records = {b["name"]: b["extra_info"]["latlab"] for b in data["benchmarks"]}
+    model = records["test_model"]
+    assert (model["backend"], model["runtime_version"], model["threads"], model["precision"]) == \
+        ("torch", torch.__version__, 1, "f32")
+    assert (model["batch"], model["seq_len"], model["timer"], model["n"]) == (64, 256, "time.perf_counter", 3)
+    assert model["min_ms"] <= model["median_ms"] <= model["p90_ms"] <= model["p95_ms"] <= model["p99_ms"]
+    assert model["anchor"]["name"] and model["anchor"]["n"] == 3
+    ab = records["test_model_ab"]
+    assert ab["reference"]["n"] == 3
+    assert [v["against"] for v in ab["verdicts"]] == ["reference"]
+
+
+@pytest.mark.parametrize("expression", ["p90", "p90:10", "p42:10%", "p90:ten%", "p90:10%,"])
+def test_bad_gate_expression_is_a_usage_error(user_project: pytest.Pytester, expression: str) -> None:
+    result = quick(user_project, f"--latlab-fail={expression}", "--benchmark-compare")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--latlab-fail: bad gate*expected STAT:LIMIT% such as p90:10%*"])
+
+
+def test_gate_without_baseline_is_a_usage_error(user_project: pytest.Pytester) -> None:
+    result = quick(user_project, "--latlab-fail=p90:10%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--latlab-fail compares with a saved run: add --benchmark-compare*"])
+
+
+def test_gate_with_unreadable_baseline_fails_the_tests(user_project: pytest.Pytester) -> None:
+    """pytest-benchmark only warns about a file it cannot load; the gate must not pass for lack of a baseline."""
+    smoke(user_project, "--benchmark-save=base").assert_outcomes(passed=2)
+    saved_runs(user_project)[0].write_text("{ truncated")
+    result = quick(user_project, "--benchmark-compare=0001", "--latlab-fail=p90:10%")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*--latlab-fail needs a saved baseline*"])
+
+
+def test_unknown_backend_fails_with_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import torch
+
+        def test_it(latency):
+            latency.measure(torch.nn.Linear(4, 4), torch.ones(1, 4), backend="nope")
+    """)
+    result = smoke(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*unknown backend 'nope'; registered backends: *"])
+    assert "Traceback" not in result.stdout.str() and "latency_fixture.py" not in result.stdout.str()
+
+
+def test_fixture_measures_once_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import torch
+
+        def test_it(latency):
+            latency.measure(torch.nn.Linear(4, 4), torch.ones(1, 4))
+            latency.measure(torch.nn.Linear(4, 4), torch.ones(1, 4))
+    """)
+    result = smoke(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the latency fixture measures once per test*"])
+
+
+def test_smoke_mode_records_timing_gates_without_enforcing_them(pytester: pytest.Pytester) -> None:
+    """Three rounds cannot tell speed: a 16x slower candidate passes in smoke mode (verdict recorded) and fails
+    with real rounds."""
+    pytester.makepyfile("""
+        import torch
+
+        def test_ab(latency):
+            x = torch.randn(64, 256)
+            slow = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(16)])
+            latency.ab(slow, torch.nn.Linear(256, 256), x, fail="median:10%")
+    """)
+    result = smoke(pytester, "--benchmark-json=run.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["latlab: smoke mode, 3 rounds per latency test; timing gates are recorded, not enforced"])
+    (verdict,) = json.loads((pytester.path / "run.json").read_text())["benchmarks"][0]["extra_info"]["latlab"]["verdicts"]
+    assert verdict["failed"] and verdict["against"] == "reference"
+    quick(pytester).assert_outcomes(failed=1)
+    rejected = pytester.runpytest("--latlab-smoke", "--latlab-fail=p90:10%", "--benchmark-compare")
+    assert rejected.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_benchmark_disable_runs_the_model_once_untimed(user_project: pytest.Pytester) -> None:
+    smoke(user_project, "--benchmark-disable").assert_outcomes(passed=2)
+
+
+def test_other_hardware_warns_or_fails_when_strict(user_project: pytest.Pytester) -> None:
+    smoke(user_project, "--benchmark-save=base").assert_outcomes(passed=2)
+    edit_run(saved_runs(user_project)[0],
+             lambda d: d["machine_info"]["latlab"]["fingerprint"].update(cpu_model="Some Other CPU"))
+    warned = smoke(user_project, "--benchmark-compare=0001")
+    warned.assert_outcomes(passed=2)
+    warned.stdout.fnmatch_lines(["*LatlabDeviceWarning: the run loaded by --benchmark-compare was measured on other "
+                                 "hardware: cpu_model: * here vs Some Other CPU in that run*"])
+    strict = smoke(user_project, "--benchmark-compare=0001", "--latlab-strict-device")
+    assert strict.ret == pytest.ExitCode.USAGE_ERROR
+    strict.stderr.fnmatch_lines(["*measured on other hardware: cpu_model*(--latlab-strict-device)*"])
+
+
+def test_other_runtime_version_warns_or_fails_when_strict(user_project: pytest.Pytester) -> None:
+    smoke(user_project, "--benchmark-save=base").assert_outcomes(passed=2)
+
+    def older_torch(data: dict) -> None:
+        for bench in data["benchmarks"]:
+            bench["extra_info"]["latlab"]["runtime_version"] = "1.0.0"
+
+    edit_run(saved_runs(user_project)[0], older_torch)
+    warned = smoke(user_project, "--benchmark-compare=0001", "-k", "test_model and not ab")
+    warned.assert_outcomes(passed=1)
+    warned.stdout.fnmatch_lines([f"*runtime_version: {torch.__version__} here vs 1.0.0 in the compared run*"])
+    strict = smoke(user_project, "--benchmark-compare=0001", "--latlab-strict-device", "-k", "test_model and not ab")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*runtime_version: * here vs 1.0.0 in the compared run (--latlab-strict-device)*"])
+
+
+SPACE = SearchSpace("t", layers=(1,), hidden=(64,), heads=(2,), ffn=(128,), seq_len=(16,), batch=(1,), labels=2,
+                    vocab=100)
+ARCH = {"hidden": 64, "layers": 1, "heads": 2, "ffn": 128, "seq_len": 16, "batch": 1, "labels": 2, "vocab": 100}
+
+
+@pytest.mark.parametrize(("block_ms", "outcome"), [(1000.0, "passed"), (1e-6, "failed")])
+def test_profile_gate(pytester: pytest.Pytester, make_profile, block_ms: float, outcome: str) -> None:
+    """A prediction far above the measured latency passes; one far below it fails and says by how much."""
+    medians = {overhead_block(1, 16): block_ms, embeddings_block(1, 16, 64, 100): 2 * block_ms,
+               layer_block(1, 16, 64, 2, 128): 2 * block_ms, head_block(1, 16, 64, 2): 2 * block_ms}
+    profile = replace(make_profile(medians, space=SPACE, fingerprint=read_fingerprint()), backend="torch",
+                      runtime_version=torch.__version__)
+    save_profile(profile, pytester.path / "profile.json")
+    pytester.makepyfile(f"""
+        def test_student(latency):
+            latency.against_profile("profile.json", {ARCH!r}, fail="median:15%")
+    """)
+    result = quick(pytester, "-W", "error::latlab.pytest_plugin.LatlabDeviceWarning")
+    result.assert_outcomes(**{outcome: 1})
+    if outcome == "failed":
+        result.stdout.fnmatch_lines(["*FAIL median * ms vs profile * ms: *% (limit +15%)*"])
+
+
+def test_profile_gate_needs_a_median_gate(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_student(latency):
+            latency.against_profile("profile.json", {}, fail="p90:15%")
+    """)
+    result = smoke(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*a profile predicts the median; use median:LIMIT%*"])
+
+
+def run_user_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, work: float,
+                   *args: str) -> pytest.RunResult:
+    """One pytest process, as a user would start it on a shared machine: the CPU-time clock, 1 s per test."""
+    monkeypatch.setenv("LATLAB_E2E_WORK", str(work))
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-timer=time.process_time",
+                                         "--latlab-seconds=1", *args, timeout=300)
+
+
+def test_end_to_end_slower_model_fails_both_gates(user_project: pytest.Pytester,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Baseline saved; 25% more work fails the p90 gate against it and the A/B gate; the same model passes both."""
+    run_user_suite(user_project, monkeypatch, 1.0, "--benchmark-save=baseline").assert_outcomes(passed=2)
+    gates = ("--benchmark-compare=0001", "--latlab-fail=p90:10%")
+    slower = run_user_suite(user_project, monkeypatch, 1.25, *gates)
+    slower.assert_outcomes(failed=2)
+    slower.stdout.fnmatch_lines(["*FAIL p90 * ms vs baseline * ms: +*%, drift-corrected (limit +10%)*"])
+    slower.stdout.fnmatch_lines(["*FAIL p90 * ms vs reference * ms: +*% (limit +10%)*"])
+    same = run_user_suite(user_project, monkeypatch, 1.0, *gates)
+    same.assert_outcomes(passed=2)
+
+
+def test_bench_suite_smoke(tmp_path: Path) -> None:
+    """latlab's own suite (tests/benchmarks) in smoke mode on the smallest student, every backend, so it cannot rot."""
+    out = tmp_path / "run.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "tests" / "benchmarks"), "-m", "bench", "--latlab-smoke",
+         "-k", "small", "-p", "no:cacheprovider", "-q", "-rs", f"--benchmark-json={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    from latlab.benchrun import load_run
+    from latlab.registry import backend_names, load_backend
+
+    run = load_run(out)
+    assert run.fingerprint == read_fingerprint().identity()
+    measured = {record.backend for record in run.records.values()}
+    available = {name for name in backend_names() if load_backend(name).is_available()}
+    assert measured == available and "torch" in measured
+    for name in set(backend_names()) - available:
+        assert f"{name}: " in result.stdout  # an absent runtime is skipped with its reason
