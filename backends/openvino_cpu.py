@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from latlab.backend import Availability, Backend, Runner, Settings
+from latlab.errors import LatlabError
 
 _HINTS = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -68,4 +69,8 @@ class OpenVinoBackend(Backend):
         applied["optimization_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         hint = applied["inference_precision_hint"]
         applied["precision"] = {v: k for k, v in _HINTS.items()}.get(hint, hint)
+        if applied["precision"] != settings.precision:  # e.g. bf16 asked on a CPU without BF16: OpenVINO runs f32
+            raise LatlabError(f"OpenVINO runs {applied['precision']} when asked for {settings.precision} on this CPU "
+                              f"(capabilities: {', '.join(applied['optimization_capabilities'])}); choose another "
+                              "--precision")
         return OpenVinoRunner(request, applied)

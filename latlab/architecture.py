@@ -15,6 +15,14 @@ from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, bert_config, e
 from latlab.errors import LatlabError
 
 
+def whole(container: dict[str, Any], field: str) -> int:
+    """A JSON field that must be an integer: 64.5 or true is a typo, not a model to price."""
+    value = container[field]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LatlabError(f"field {field!r} must be a whole number, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One hidden width; heads and ffn per layer, so heterogeneous stacks are expressible."""
@@ -66,17 +74,17 @@ class Architecture:
         try:
             layers = data["layers"]
             if isinstance(layers, list):
-                heads = tuple(int(layer["heads"]) for layer in layers)
-                ffn = tuple(int(layer["ffn"]) for layer in layers)
+                if not all(isinstance(layer, dict) for layer in layers):
+                    raise LatlabError("field 'layers' must list objects with heads and ffn")
+                heads = tuple(whole(layer, "heads") for layer in layers)
+                ffn = tuple(whole(layer, "ffn") for layer in layers)
             else:
-                heads = (int(data["heads"]),) * int(layers)
-                ffn = (int(data["ffn"]),) * int(layers)
-            extra = {k: int(data[k]) for k in ("seq_len", "batch", "labels", "vocab") if k in data}
-            return cls(hidden=int(data["hidden"]), heads=heads, ffn=ffn, **extra)
+                count = whole(data, "layers")
+                heads, ffn = (whole(data, "heads"),) * count, (whole(data, "ffn"),) * count
+            extra = {k: whole(data, k) for k in ("seq_len", "batch", "labels", "vocab") if k in data}
+            return cls(hidden=whole(data, "hidden"), heads=heads, ffn=ffn, **extra)
         except KeyError as exc:
             raise LatlabError(f"{source}: missing field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise LatlabError(f"{source}: fields must be whole numbers ({exc})") from None
         except LatlabError as exc:
             raise LatlabError(f"{source}: {exc}".replace("architecture: ", "")) from None
 

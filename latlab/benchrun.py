@@ -7,8 +7,9 @@ latlab's plugin adds, through pytest-benchmark's hooks and ``extra_info``::
     benchmarks[].extra_info.latlab      a BenchRecord: backend, runtime_version, threads, precision, device,
                                         batch, seq_len, timer, model; LatencyStats of the model (median_ms,
                                         p90_ms, p95_ms, p99_ms, ...); ``anchor`` (the calibration workload timed
-                                        in the same rounds) and ``reference`` (A/B mode) as LatencyStats; the
-                                        ``verdicts`` of gates evaluated in that run
+                                        in the same rounds) and ``reference`` (A/B mode) as LatencyStats;
+                                        ``relative``: each gate statistic of the model over the anchor's, per
+                                        block of consecutive rounds, median over blocks; the ``verdicts``
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class BenchRecord:
     stats: LatencyStats
     anchor: LatencyStats | None = None
     anchor_name: str = ""
+    relative: dict[str, float] = field(default_factory=dict)  # per gate statistic: model / anchor, drift-corrected
     reference: LatencyStats | None = None
     applied: dict[str, Any] = field(default_factory=dict)
     verdicts: tuple[dict[str, Any], ...] = ()
@@ -49,16 +51,17 @@ class BenchRecord:
     def identity(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in IDENTITY}
 
-    def anchors(self, baseline: BenchRecord, stat: str) -> tuple[float, float] | None:
-        """``(baseline anchor, this run's anchor)`` for ``stat`` when both runs timed the same anchor."""
-        if not (self.anchor and baseline.anchor and self.anchor_name == baseline.anchor_name):
+    def corrected(self, baseline: BenchRecord, stat: str) -> tuple[float, float] | None:
+        """``stat`` relative to the anchor in ``baseline`` and here, when both runs timed the same anchor."""
+        if not (self.relative and baseline.relative and self.anchor_name == baseline.anchor_name):
             return None
-        return getattr(baseline.anchor, f"{stat}_ms"), getattr(self.anchor, f"{stat}_ms")
+        return baseline.relative[stat], self.relative[stat]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {**self.identity(), "model": self.model, **self.stats.to_json()}
         if self.anchor:
             data["anchor"] = {"name": self.anchor_name, **self.anchor.to_json()}
+            data["relative"] = {stat: round(value, 6) for stat, value in self.relative.items()}
         if self.reference:
             data["reference"] = self.reference.to_json()
         data["applied"] = self.applied
@@ -76,6 +79,7 @@ class BenchRecord:
             stats=_stats(data),
             anchor=_stats(anchor) if anchor else None,
             anchor_name=str(anchor["name"]) if anchor else "",
+            relative={str(k): float(v) for k, v in data.get("relative", {}).items()},
             reference=_stats(data["reference"]) if data.get("reference") else None,
             applied=dict(data.get("applied", {})),
             verdicts=tuple(dict(v) for v in data.get("verdicts", ())),

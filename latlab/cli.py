@@ -17,12 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latlab.architecture import load_architecture
 from latlab.atomic import check_writable, write_json
-from latlab.backend import Settings
+from latlab.backend import BackendInfo, Settings
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
 from latlab.predict import LatencyTable, predict
 from latlab.profile import Profile, default_name, load_profile
-from latlab.profiling import Report, run_profile
+from latlab.profiling import Report, continue_profile, new_profile, open_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.space import load_space
@@ -61,9 +61,16 @@ def progress_bar(enabled: bool = True) -> Iterator[Report]:
 def check_same_machine(profile: Profile, path: str, force: bool) -> None:
     """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
     problems = profile.fingerprint.differences(read_fingerprint(), include_gpus=profile.settings.device != "cpu")
-    backend = load_backend(profile.backend)
-    if backend.is_available() and backend.runtime_version() != profile.runtime_version:
-        problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} in profile")
+    try:
+        backend = load_backend(profile.backend)
+    except LatlabError:
+        if not force:
+            raise
+        problems.append(f"backend {profile.backend!r} is not installed here, so its version was not checked")
+    else:
+        if backend.is_available() and backend.runtime_version() != profile.runtime_version:
+            problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} "
+                            "in profile")
     if not problems:
         return
     message = f"{path} was measured on other hardware or runtime: {'; '.join(problems)}"
@@ -82,7 +89,12 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def backends(as_json: bool) -> None:
     """List registered backends: available or why not, runtime version."""
-    infos = [describe(name) for name in backend_names()]
+    infos = []
+    for name in backend_names():
+        try:
+            infos.append(describe(name))
+        except LatlabError as exc:  # one broken plugin must not hide the others
+            infos.append(BackendInfo(name, False, str(exc), "", (), (), "", ""))
     if as_json:
         click.echo(json.dumps([asdict(i) for i in infos], indent=1))
         return
@@ -113,10 +125,11 @@ def info(as_json: bool) -> None:
               help="Default: the backend's own (cuda for tensorrt, cuda for torch when a GPU is present).")
 @click.option("--out", type=click.Path(), default=None, help="Profile file (default: profiles/<what it is>.json).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished entries are kept.")
-@click.option("--rounds", type=int, default=Protocol.rounds, show_default=True, help="Interleaved rounds.")
-@click.option("--min-seconds", type=float, default=Protocol.min_seconds, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=Protocol.rounds, show_default=True,
+              help="Interleaved rounds.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=Protocol.min_seconds, show_default=True,
               help="Minimum timed seconds per block.")
-@click.option("--min-samples", type=int, default=Protocol.min_samples, show_default=True)
+@click.option("--min-samples", type=click.IntRange(min=1), default=Protocol.min_samples, show_default=True)
 def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
             resume: bool, rounds: int, min_seconds: float, min_samples: int) -> None:
     """Measure every block of a space on one backend and write a device profile."""
@@ -126,15 +139,14 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     space = load_space(space_path)
     protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples)
     if out is None:
-        from latlab.profiling import new_profile
-
         out = f"profiles/{default_name(new_profile(backend, settings, space, protocol))}.json"
     check_writable(out)
     started = time.monotonic()
+    opened = open_profile(backend, settings, space, protocol, Path(out), resume)
     err.print(f"Profiling {len(space.blocks())} blocks of space {space.name!r} on {backend.name} "
-              f"({precision}, {threads} thread(s)) -> {out}", highlight=False)
+              f"({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False, soft_wrap=True)
     with progress_bar() as report:
-        result = run_profile(backend, settings, space, protocol, Path(out), resume=resume, report=report)
+        result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
     click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
                + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
@@ -168,7 +180,8 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Write the full result as JSON here.")
 @click.option("--plot", "plot_path", type=click.Path(), default=None, help="Write a predicted-vs-measured PNG here.")
-@click.option("--min-seconds", type=float, default=None, help="Override the profile's minimum seconds per model.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
+              help="Override the profile's minimum seconds per model.")
 @click.option("--force", is_flag=True, help="Validate a profile measured on other hardware or runtime anyway.")
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
              min_seconds: float | None, force: bool) -> None:

@@ -66,18 +66,15 @@ class Verdict:
                 "drift_corrected": self.drift_corrected, "failed": self.failed}
 
 
-def change_pct(baseline_ms: float, current_ms: float, anchors_ms: tuple[float, float] | None = None) -> float:
-    """Percent change of ``current`` over ``baseline``. With ``anchors_ms`` (the same statistic of a fixed
-    calibration workload in each run: baseline's, current's) both sides are divided by their run's anchor first,
-    which cancels the machine getting faster or slower as a whole between the two runs."""
-    ratio = current_ms / baseline_ms if baseline_ms > 0 else math.nan
-    if anchors_ms is not None:
-        base_anchor, current_anchor = anchors_ms
-        ratio = ratio * base_anchor / current_anchor if current_anchor > 0 else math.nan
-    return (ratio - 1) * 100
+def change_pct(baseline: float, current: float) -> float:
+    """Percent change of ``current`` over ``baseline``; NaN when there is no baseline to compare with."""
+    return (current / baseline - 1) * 100 if baseline > 0 else math.nan
 
 
 def judge(gate: Gate, against: str, baseline_ms: float, current_ms: float,
-          anchors_ms: tuple[float, float] | None = None) -> Verdict:
-    return Verdict(gate, against, baseline_ms, current_ms, change_pct(baseline_ms, current_ms, anchors_ms),
-                   anchors_ms is not None)
+          corrected: tuple[float, float] | None = None) -> Verdict:
+    """The change of the gated statistic: from the raw latencies, or from ``corrected`` (baseline, current) values,
+    the latencies relative to a calibration anchor timed in the same rounds, which cancel the machine getting
+    faster or slower between the two runs."""
+    change = change_pct(*corrected) if corrected else change_pct(baseline_ms, current_ms)
+    return Verdict(gate, against, baseline_ms, current_ms, change, corrected is not None)

@@ -27,7 +27,7 @@ from latlab.backend import Backend, Runner, Settings
 from latlab.benchrun import BenchRecord, differences
 from latlab.errors import LatlabError
 from latlab.fingerprint import Fingerprint
-from latlab.gates import Verdict, judge, parse_gates
+from latlab.gates import STATS, Verdict, judge, parse_gates
 from latlab.protocol import Protocol, warm_up
 from latlab.pytest_plugin import LatlabDeviceWarning, PluginState
 from latlab.registry import load_backend
@@ -42,6 +42,7 @@ Inputs = torch.Tensor | Sequence[torch.Tensor] | None
 ANCHOR_NAME = "numpy-f32-matmul-v1"  # change the name whenever the workload changes: anchors only compare by name
 WALL_CLOCK = "time.perf_counter"  # pytest-benchmark's default timer; profiles are measured with it too
 MIN_ROUNDS, MAX_ROUNDS, SMOKE_ROUNDS = 50, 20_000, 3  # 50 calls at least so that a p90 means something
+RELATIVE_BLOCK = 30  # rounds per block at least, so that a block's p90 rests on a few samples above it
 PROBE = Protocol(warmup_calls=3, warmup_seconds=0.0)  # three calls: first-call set-up, and a cost estimate
 
 
@@ -141,6 +142,20 @@ def stats_of(samples_ms: Sequence[float]) -> LatencyStats:
     """Consecutive tenths as rounds, so that ``round_cv_pct`` shows drift during the measurement."""
     chunks = np.array_split(np.asarray(samples_ms, dtype=float), min(10, len(samples_ms)))
     return LatencyStats.from_rounds([chunk.tolist() for chunk in chunks])
+
+
+def relative_to_anchor(model_ms: Sequence[float], anchor_ms: Sequence[float]) -> dict[str, float]:
+    """Each gate statistic of the model over the same statistic of the anchor timed in the same rounds, computed
+    per block of consecutive rounds (up to ten, of at least RELATIVE_BLOCK rounds each) and the median taken over
+    blocks: a machine whose speed changes during the run then neither inflates the model's tail nor hides it."""
+    blocks = max(1, min(10, len(model_ms) // RELATIVE_BLOCK))
+    ratios: dict[str, list[float]] = {stat: [] for stat in STATS}
+    for model, anchor in zip(np.array_split(np.asarray(model_ms), blocks),
+                             np.array_split(np.asarray(anchor_ms), blocks)):
+        mine, its = LatencyStats.from_rounds([model.tolist()]), LatencyStats.from_rounds([anchor.tolist()])
+        for stat in STATS:
+            ratios[stat].append(getattr(mine, f"{stat}_ms") / getattr(its, f"{stat}_ms"))
+    return {stat: float(np.median(values)) for stat, values in ratios.items()}
 
 
 def timer_name(timer: Callable[[], float]) -> str:
@@ -247,14 +262,16 @@ class Latency:
         self.benchmark.pedantic(runner.run, setup=time_companions, rounds=rounds, warmup_rounds=warmup, iterations=1)
         if not self.benchmark.stats:
             return None  # --benchmark-disable: pytest-benchmark ran the model once, untimed
-        measured = {key: stats_of(values[warmup:]) for key, values in samples.items()}
+        model_ms = [s * 1000 for s in self.benchmark.stats.stats.data]
+        measured = {key: values[warmup:] for key, values in samples.items()}
         record = BenchRecord(
             backend=backend.name, runtime_version=backend.runtime_version(), threads=settings.threads,
             precision=settings.precision, device=settings.device, batch=target.batch, seq_len=target.seq_len,
             timer=timer_name(self._timer()), model=target.label,
-            stats=stats_of([s * 1000 for s in self.benchmark.stats.stats.data]),
-            anchor=measured.get("anchor"), anchor_name=ANCHOR_NAME if anchor else "",
-            reference=measured.get("reference"), applied=runner.applied,
+            stats=stats_of(model_ms),
+            anchor=stats_of(measured["anchor"]) if anchor else None, anchor_name=ANCHOR_NAME if anchor else "",
+            relative=relative_to_anchor(model_ms, measured["anchor"]) if anchor else {},
+            reference=stats_of(measured["reference"]) if reference else None, applied=runner.applied,
         )
         self.benchmark.extra_info["latlab"] = record.to_json()  # saved even if a later check fails the test
         return record
@@ -274,7 +291,7 @@ class Latency:
                                                   "no baseline, so --latlab-fail was not applied"), stacklevel=3)
             return []
         self._device_problems(differences(base.identity(), record.identity(), "the compared run"), "the compared run")
-        return [judge(g, "baseline", g.value(base.stats), g.value(record.stats), record.anchors(base, g.stat))
+        return [judge(g, "baseline", g.value(base.stats), g.value(record.stats), record.corrected(base, g.stat))
                 for g in self.state.gates]
 
     def _device_problems(self, problems: list[str], source: str) -> None:

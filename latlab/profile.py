@@ -44,6 +44,10 @@ class Entry:
     rounds_ms: Rounds
     unstable: bool = False
 
+    def __post_init__(self) -> None:
+        # 0.1 us is below any clock's resolution here; rounding once, here, keeps the file and its stats in step.
+        self.rounds_ms = [[round(s, 4) for s in r] for r in self.rounds_ms]
+
     @cached_property
     def stats(self) -> LatencyStats:
         return LatencyStats.from_rounds(self.rounds_ms)
@@ -86,7 +90,7 @@ class Profile:
                     "block": entry.block._asdict(),
                     "stats": entry.stats.to_json(),
                     "unstable": entry.unstable,
-                    "rounds_ms": [[round(s, 4) for s in r] for r in entry.rounds_ms],
+                    "rounds_ms": entry.rounds_ms,
                 }
                 for key, entry in self.entries.items()
             },
@@ -96,9 +100,11 @@ class Profile:
     def from_json(cls, data: Any, source: str) -> Profile:
         if not isinstance(data, dict):
             raise LatlabError(f"{source}: not a latlab profile (expected a JSON object)")
-        version = data.get("schema_version")
-        if not isinstance(version, int):
+        if "schema_version" not in data:
             raise LatlabError(f"{source}: field 'schema_version' missing; not a latlab profile")
+        version = data["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise LatlabError(f"{source}: field 'schema_version' must be an integer, got {version!r}")
         if version > SCHEMA_VERSION:
             raise LatlabError(f"{source}: schema_version {version} is newer than this latlab understands "
                               f"({SCHEMA_VERSION}); upgrade latlab")

@@ -61,6 +61,28 @@ def resumable(existing: Profile, fresh: Profile, path: Path) -> None:
         raise LatlabError(f"{path}: cannot resume on different hardware ({differences[0]})")
 
 
+def open_profile(backend: Backend, settings: Settings, space: SearchSpace, protocol: Protocol, out: Path,
+                 resume: bool = False) -> Profile:
+    """A new profile, or the one in ``out`` to resume; every refusal happens here, before any measuring."""
+    backend.check(settings)
+    profile = new_profile(backend, settings, space, protocol)
+    if not out.exists():
+        return profile
+    if not resume:
+        raise LatlabError(f"{out}: already exists; pass --resume to continue it or choose another --out")
+    existing = load_profile(out)
+    resumable(existing, profile, out)
+    return existing
+
+
+def needs_measuring(profile: Profile, block: Block) -> bool:
+    """Missing rounds, or all rounds saved but stopped before the re-measurement of a shaky block ended."""
+    entry = profile.entries.get(block.key)
+    if entry is None or len(entry.rounds_ms) < profile.protocol.rounds:
+        return True
+    return not profile.complete and entry.stats.round_cv_pct > profile.protocol.max_round_cv_pct
+
+
 def run_profile(
     backend: Backend,
     settings: Settings,
@@ -70,17 +92,15 @@ def run_profile(
     resume: bool = False,
     report: Report = _quiet,
 ) -> Profile:
-    backend.check(settings)
-    profile = new_profile(backend, settings, space, protocol)
-    if out.exists():
-        if not resume:
-            raise LatlabError(f"{out}: already exists; pass --resume to continue it or choose another --out")
-        existing = load_profile(out)
-        resumable(existing, profile, out)
-        profile = existing
-    blocks: list[Block] = space.blocks()
+    return continue_profile(backend, open_profile(backend, settings, space, protocol, out, resume), out, report)
+
+
+def continue_profile(backend: Backend, profile: Profile, out: Path, report: Report = _quiet) -> Profile:
+    """Measure what ``profile`` still lacks, checkpointing after every round, then mark it complete."""
+    settings, protocol = profile.settings, profile.protocol
+    blocks: list[Block] = profile.space.blocks()
     done: dict[str, Rounds] = {k: e.rounds_ms for k, e in profile.entries.items()}
-    todo = [b for b in blocks if len(done.get(b.key, [])) < protocol.rounds]
+    todo = [b for b in blocks if needs_measuring(profile, b)]
     if todo:
         runners = prepare_all(backend, {b.key: build_block(b) for b in todo}, settings, report)
         profile.applied = next(iter(runners.values())).applied

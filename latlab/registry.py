@@ -19,7 +19,11 @@ def load_backend(name: str) -> Backend:
     if not matches:
         known = ", ".join(backend_names()) or "none (is latlab installed with pip install -e .?)"
         raise LatlabError(f"unknown backend {name!r}; registered backends: {known}")
-    cls = matches[0].load()
+    try:
+        cls = matches[0].load()
+    except (ImportError, AttributeError) as exc:
+        raise LatlabError(f"backend {name!r}: entry point {matches[0].value!r} does not load ({exc}); "
+                          "reinstall the package that provides it") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise LatlabError(f"entry point {matches[0].value!r} for backend {name!r} is not a latlab Backend subclass")
     return cls()

@@ -24,13 +24,17 @@ class Row:
 
     def change(self, stat: str) -> float:
         """Drift-corrected percent change of ``stat`` when both runs timed the same anchor, raw otherwise."""
-        return change_pct(getattr(self.baseline.stats, f"{stat}_ms"), getattr(self.current.stats, f"{stat}_ms"),
-                          self.current.anchors(self.baseline, stat))
+        corrected = self.current.corrected(self.baseline, stat)
+        if corrected:
+            return change_pct(*corrected)
+        return change_pct(getattr(self.baseline.stats, f"{stat}_ms"), getattr(self.current.stats, f"{stat}_ms"))
 
     def machine_change(self) -> float | None:
         """How much the calibration anchor itself moved between the runs: the drift that was corrected."""
-        anchors = self.current.anchors(self.baseline, "median")
-        return change_pct(*anchors) if anchors else None
+        base, now = self.baseline.anchor, self.current.anchor
+        if not (base and now and self.current.corrected(self.baseline, "median")):
+            return None
+        return change_pct(base.median_ms, now.median_ms)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def compare_runs(baseline: SavedRun, current: SavedRun, gates: tuple[Gate, ...],
         base, cur = baseline.records[name], current.records[name]
         device += [f"{name}: {line}" for line in differences(base.identity(), cur.identity(), "baseline")]
         rows.append(Row(name, base, cur, tuple(
-            judge(g, "baseline", g.value(base.stats), g.value(cur.stats), cur.anchors(base, g.stat)) for g in gates
+            judge(g, "baseline", g.value(base.stats), g.value(cur.stats), cur.corrected(base, g.stat)) for g in gates
         )))
     if device and strict_device:
         raise LatlabError(f"{current.path} was measured on other hardware, runtime or settings than "

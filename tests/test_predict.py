@@ -1,5 +1,6 @@
 """Prediction arithmetic: overhead once, plus each block's median minus the overhead it paid alone."""
 
+import json
 import random
 
 import pytest
@@ -42,9 +43,10 @@ MIXED_SPACE = SearchSpace("mixed", layers=(1, 2, 3, 4), hidden=(64,), heads=(2, 
 
 
 def random_medians(space: SearchSpace, seed: int) -> dict:
-    """A plausible median per block: the overhead small, everything else larger than it."""
+    """A plausible median per block (at the 0.1 us resolution profiles keep): the overhead small, the rest larger."""
     rng = random.Random(seed)
-    return {b: rng.uniform(0.01, 0.05) if b.kind == OVERHEAD else rng.uniform(0.1, 5.0) for b in space.blocks()}
+    return {b: round(rng.uniform(0.01, 0.05) if b.kind == OVERHEAD else rng.uniform(0.1, 5.0), 4)
+            for b in space.blocks()}
 
 
 def test_heterogeneous_layers_are_priced_layer_by_layer(make_profile) -> None:
@@ -98,3 +100,17 @@ def test_fast_path_agrees_with_the_breakdown_on_random_architectures(make_profil
             assert predict_ms(arch, table) == pytest.approx(result.total_ms, rel=1e-12)
             assert result.total_ms == pytest.approx(result.overhead_ms + sum(ms for _, ms in result.parts), rel=1e-12)
             assert len(result.parts) == arch.layers + 2
+
+
+def test_validating_an_exactly_additive_backend_finds_no_error(cli, fake_profile, tmp_path) -> None:
+    """The fake backend's whole models take exactly overhead + the blocks' net times (see its docstring), so the
+    full pipeline (blocks, profile file, table, sampled whole models, measurement) must agree to the rounding."""
+    report = tmp_path / "validation.json"
+    result = cli("validate", "--profile", fake_profile, "--archs", "6", "--json", report, "--plot",
+                 tmp_path / "plot.png")
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["mape_pct"] < 0.01 and data["within_5pct"] == 1.0 and data["spearman"] == pytest.approx(1.0)
+    assert data["reference_drift_pct"] == pytest.approx(0.0, abs=0.01)
+    assert len({a["measured_ms"] for a in data["archs"]}) > 1, "distinct models, or the check above means little"
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -298,8 +298,6 @@ def test_resume_on_other_hardware_is_refused(fake_plugin, fake_profile, gpu_fing
                     resume=True)
 
 
-@pytest.mark.xfail(strict=True, reason="latlab/profiling.py: a resumed run only re-checks stability of blocks it "
-                   "still measures, so blocks whose rounds finished before the interruption lose their unstable flag")
 def test_resume_after_the_rounds_still_flags_unstable_blocks(fake_plugin, tmp_path) -> None:
     """Interrupted while re-measuring: every round is saved, but the unstable block was never flagged."""
     plugin = fake_plugin

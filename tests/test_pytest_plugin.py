@@ -17,6 +17,7 @@ import torch
 
 from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
 from latlab.fingerprint import Fingerprint, read_fingerprint
+from latlab.latency_fixture import plan_rounds, relative_to_anchor, stats_of
 from latlab.profile import save_profile
 from latlab.space import SearchSpace
 
@@ -59,6 +60,29 @@ def test_model(latency):
 def test_model_ab(latency):
     latency.ab(Chain(round(8 * WORK)), Chain(8), X, fail="p90:10%")
 '''
+
+
+def test_relative_to_anchor_ignores_the_machine_slowing_down_mid_run() -> None:
+    """The second half of the run is 1.5x slower for everything: the raw p90 jumps, the relative one does not."""
+    model = [2.0 + 0.01 * (i % 7) for i in range(200)]
+    anchor = [0.5 + 0.002 * (i % 5) for i in range(200)]
+    slow_half = [m * 1.5 for m in model[100:]], [a * 1.5 for a in anchor[100:]]
+    steady = relative_to_anchor(model, anchor)
+    drifting = relative_to_anchor(model[:100] + slow_half[0], anchor[:100] + slow_half[1])
+    assert stats_of(model[:100] + slow_half[0]).p90_ms > 1.4 * stats_of(model).p90_ms
+    assert drifting["p90"] == pytest.approx(steady["p90"], rel=0.02)
+    assert drifting["median"] == pytest.approx(steady["median"], rel=0.02)
+    assert steady["median"] == pytest.approx(2.03 / 0.504, rel=0.02)
+
+
+@pytest.mark.parametrize(("round_ms", "seconds", "smoke", "expected"), [
+    (10.0, 2.0, False, (200, 20)),  # 2 s of 10 ms rounds; 0.2 s of warm-up
+    (100.0, 2.0, False, (50, 5)),  # never fewer than 50 rounds, so that a p90 means something
+    (0.0001, 2.0, False, (20_000, 20_000)),  # an empty model: capped; warm-up never longer than the run
+    (10.0, 2.0, True, (3, 1)),
+])
+def test_plan_rounds(round_ms: float, seconds: float, smoke: bool, expected: tuple[int, int]) -> None:
+    assert plan_rounds(round_ms, seconds, smoke) == expected
 
 
 def saved_runs(pytester: pytest.Pytester) -> list[Path]:
@@ -149,6 +173,34 @@ def test_unknown_backend_fails_with_one_line(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*unknown backend 'nope'; registered backends: *"])
     assert "Traceback" not in result.stdout.str() and "latency_fixture.py" not in result.stdout.str()
+
+
+def test_onnx_file_on_onnxruntime_and_openvino(pytester: pytest.Pytester) -> None:
+    """In a subprocess: the runtimes' C extensions must not be imported twice, which in-process runs would do."""
+    from backends.onnx_export import export_onnx
+
+    model, inputs = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU()), (torch.randn(2, 16),)
+    (pytester.path / "model.onnx").write_bytes(export_onnx(model, inputs))
+    pytester.makepyfile("""
+        import pytest
+        import torch
+        from latlab.registry import load_backend
+
+        @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+        def test_onnx(latency, backend):
+            available = load_backend(backend).is_available()
+            if not available:
+                pytest.skip(available.reason)
+            record = latency.measure("model.onnx", torch.randn(2, 16), backend=backend)
+            assert (record.backend, record.model, record.batch, record.seq_len) == (backend, "onnx model.onnx", 2, 16)
+
+        def test_missing_inputs(latency):
+            latency.measure("model.onnx", backend="onnxruntime")
+    """)
+    result = pytester.runpytest_subprocess("--latlab-smoke", "-p", "no:cacheprovider", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 2 and outcomes["failed"] == 1, outcomes
+    result.stdout.fnmatch_lines(["*model.onnx: an ONNX model needs example inputs*"])
 
 
 def test_fixture_measures_once_per_test(pytester: pytest.Pytester) -> None:
@@ -251,25 +303,44 @@ def test_profile_gate_needs_a_median_gate(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*a profile predicts the median; use median:LIMIT%*"])
 
 
-def run_user_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, work: float,
+def run_user_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, work: float, seconds: float,
                    *args: str) -> pytest.RunResult:
-    """One pytest process, as a user would start it on a shared machine: the CPU-time clock, 1 s per test."""
+    """One pytest process, as a user on a shared machine would start it: the CPU-time clock."""
     monkeypatch.setenv("LATLAB_E2E_WORK", str(work))
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-timer=time.process_time",
-                                         "--latlab-seconds=1", *args, timeout=300)
+                                         f"--latlab-seconds={seconds}", *args, timeout=300)
 
 
-def test_end_to_end_slower_model_fails_both_gates(user_project: pytest.Pytester,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Baseline saved; 25% more work fails the p90 gate against it and the A/B gate; the same model passes both."""
-    run_user_suite(user_project, monkeypatch, 1.0, "--benchmark-save=baseline").assert_outcomes(passed=2)
-    gates = ("--benchmark-compare=0001", "--latlab-fail=p90:10%")
-    slower = run_user_suite(user_project, monkeypatch, 1.25, *gates)
-    slower.assert_outcomes(failed=2)
-    slower.stdout.fnmatch_lines(["*FAIL p90 * ms vs baseline * ms: +*%, drift-corrected (limit +10%)*"])
-    slower.stdout.fnmatch_lines(["*FAIL p90 * ms vs reference * ms: +*% (limit +10%)*"])
-    same = run_user_suite(user_project, monkeypatch, 1.0, *gates)
-    same.assert_outcomes(passed=2)
+GATES = ("--benchmark-compare=0001", "--latlab-fail=p90:10%")
+
+
+def assert_both_gates_failed(result: pytest.RunResult) -> None:
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*FAIL p90 * ms vs baseline * ms: +*%, drift-corrected (limit +10%)*"])
+    result.stdout.fnmatch_lines(["*FAIL p90 * ms vs reference * ms: +*% (limit +10%)*"])
+
+
+@pytest.mark.slow
+def test_end_to_end_slower_model_fails_both_gates(user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                   cli) -> None:
+    """Baseline saved; 25% more work fails the p90 gate against it and the A/B gate; the same model passes both;
+    ``latlab report`` on the baseline and the slower run fails too. 3 s per test: ~1.5 min on a busy machine."""
+    run_user_suite(user_project, monkeypatch, 1.0, 3, "--benchmark-save=baseline").assert_outcomes(passed=2)
+    assert_both_gates_failed(run_user_suite(user_project, monkeypatch, 1.25, 3, *GATES, "--benchmark-save=slower"))
+    run_user_suite(user_project, monkeypatch, 1.0, 3, *GATES).assert_outcomes(passed=2)
+    baseline, slower = saved_runs(user_project)
+    report = cli("report", baseline, slower, "--fail", "p90:10%")
+    assert report.exit_code == 1, report.output
+    assert report.stdout.count("**FAIL** p90 +") == 2
+
+
+def test_end_to_end_light(user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cli) -> None:
+    """The default run's variant of the above: 0.5 s per test and twice the work, more than drift here can hide."""
+    run_user_suite(user_project, monkeypatch, 1.0, 0.5, "--benchmark-save=baseline").assert_outcomes(passed=2)
+    assert_both_gates_failed(run_user_suite(user_project, monkeypatch, 2.0, 0.5, *GATES, "--benchmark-save=slower"))
+    report = cli("report", *saved_runs(user_project), "--fail", "p90:10%")
+    assert report.exit_code == 1, report.output
+    assert report.stdout.count("**FAIL** p90 +") == 2
 
 
 def test_bench_suite_smoke(tmp_path: Path) -> None:

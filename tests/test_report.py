@@ -12,7 +12,7 @@ import pytest
 from latlab.benchrun import BenchRecord, load_run, parse_run
 from latlab.errors import LatlabError
 from latlab.fingerprint import Fingerprint
-from latlab.gates import Gate, change_pct, judge, parse_gates
+from latlab.gates import STATS, Gate, judge, parse_gates
 from latlab.report import compare_runs, render_chart, render_markdown
 from latlab.stats import LatencyStats
 
@@ -26,11 +26,14 @@ def stats(median: float, p90: float) -> LatencyStats:
 
 
 def record(median: float, p90: float, anchor: float | None = 0.5, **identity: object) -> BenchRecord:
+    """A record whose anchor has the given median and a p90 1.2x that, so the relative p90 is p90 / (1.2 anchor)."""
     fields = dict(backend="onnxruntime", runtime_version="1.31.1", threads=1, precision="f32", device="cpu", batch=1,
                   seq_len=128, timer="time.perf_counter", model="arch h256 L4", stats=stats(median, p90))
     fields.update(identity)
     if anchor is not None:
-        fields.update(anchor=stats(anchor, anchor * 1.2), anchor_name="numpy-f32-matmul-v1")
+        anchor_stats = stats(anchor, anchor * 1.2)
+        relative = {s: getattr(fields["stats"], f"{s}_ms") / getattr(anchor_stats, f"{s}_ms") for s in STATS}
+        fields.update(anchor=anchor_stats, anchor_name="numpy-f32-matmul-v1", relative=relative)
     return BenchRecord(**fields)
 
 
@@ -66,13 +69,13 @@ def test_bad_gate_expressions_say_what_is_expected(text: str) -> None:
         parse_gates(text)
 
 
-def test_change_is_drift_corrected_by_the_anchor() -> None:
-    assert change_pct(10.0, 12.5) == pytest.approx(25.0)
-    # The whole machine 30% slower (model and anchor alike): no change once corrected.
-    assert change_pct(10.0, 13.0, anchors_ms=(0.5, 0.65)) == pytest.approx(0.0)
-    # 25% more work on a machine 20% faster: raw says 0%, corrected says +25%.
-    assert change_pct(10.0, 10.0, anchors_ms=(0.5, 0.4)) == pytest.approx(25.0)
+def test_change_is_drift_corrected_when_relative_values_are_given() -> None:
     gate = Gate("p90", 10.0)
+    assert judge(gate, "baseline", 10.0, 12.5).change_pct == pytest.approx(25.0)
+    # 25% more work on a machine 20% faster: raw says 0%, relative to the anchor it is +25%.
+    corrected = judge(gate, "baseline", 10.0, 10.0, corrected=(20.0, 25.0))
+    assert corrected.change_pct == pytest.approx(25.0) and corrected.failed and corrected.drift_corrected
+    assert "FAIL p90 10.000 ms vs baseline 10.000 ms: +25.0%, drift-corrected (limit +10%)" == corrected.describe()
     assert not judge(gate, "baseline", 10.0, 10.99).failed
     assert judge(gate, "baseline", 10.0, 11.01).failed
     assert judge(gate, "baseline", 0.0, 1.0).failed and math.isnan(judge(gate, "baseline", 0.0, 1.0).change_pct)

@@ -1,0 +1,213 @@
+"""End to end: a tiny teacher built from a BertConfig, a few dozen sentences, a fake profile priced by formula.
+The search, the final distillation, the export and the measurement (torch backend) all run for real."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
+
+import kdnas.search
+from kdnas.cli import main
+from latlab.backend import Settings
+from latlab.blocks import EMBEDDINGS, HEAD, LAYER
+from latlab.fingerprint import read_fingerprint
+from latlab.profile import Entry, Profile, save_profile
+from latlab.protocol import Protocol
+from latlab.space import SearchSpace
+
+WORDS = ("the market rose sharply as shares in banks gained while the team won the match and fans cheered "
+         "goals in the final minute of a league game").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_space(vocab: int) -> SearchSpace:
+    return SearchSpace("tiny-test", layers=(1, 2), hidden=(16, 32), heads=(2,), ffn=(32, 64), seq_len=(16,),
+                       batch=(1,), labels=2, vocab=vocab)
+
+
+def fake_ms(block) -> float:  # noqa: ANN001
+    """Latency grows with work, so the reward has a real trade-off to find."""
+    if block.kind == LAYER:
+        return 0.05 + block.hidden * (block.hidden + block.ffn) * 2e-5
+    return {EMBEDDINGS: 0.03, HEAD: 0.02}.get(block.kind, 0.01)
+
+
+def write_profile(path: Path, space: SearchSpace, drop: str | None = None) -> Path:
+    profile = Profile(backend="torch", runtime_version="fake", settings=Settings(), applied={}, software={},
+                      fingerprint=read_fingerprint(), protocol=Protocol(), space=space, complete=True)
+    for block in space.blocks():
+        if block.key != drop:
+            profile.entries[block.key] = Entry(block, [[fake_ms(block)] * 3])
+    save_profile(profile, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kdnas")
+    teacher = root / "teacher"
+    teacher.mkdir()
+    vocab_file = root / "vocab.txt"
+    vocab_file.write_text("\n".join(SPECIAL + sorted(set(WORDS))) + "\n")
+    tokenizer = BertTokenizer(vocab_file=str(vocab_file))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    data = root / "data.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(48):
+            words = WORDS[i % 7: i % 7 + 6 + i % 5]
+            writer.writerow([" ".join(words) + f" {WORDS[i % len(WORDS)]}", "sport" if "team" in words else "business"])
+    return {"root": root, "teacher": teacher, "data": data,
+            "profile": write_profile(root / "profile.json", tiny_space(tokenizer.vocab_size))}
+
+
+def search_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["search", "--profile", str(setup["profile"]), "--teacher", str(setup["teacher"]), "--data",
+            str(setup["data"]), "--out", str(out), "--quick", "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished(setup: dict[str, Path]) -> Path:
+    out = setup["root"] / "run"
+    result = CliRunner().invoke(main, search_args(setup, out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+
+
+def test_search_writes_every_output(finished: Path) -> None:
+    for name in ("search.jsonl", "pareto.png", "report.md", "student.onnx", "run.json"):
+        assert (finished / name).stat().st_size > 0, name
+    log = read_log(finished)
+    assert len(log) == 6 and {r["episode"] for r in log} == {1, 2}  # --quick: 2 episodes x 3 candidates
+    assert len({json.dumps(r["candidate"]) for r in log}) == 6  # never the same candidate twice
+    for record in log:
+        assert 0.0 <= record["quality"] <= 1.0 and record["predicted_ms"] > 0 and record["parameters"] > 0
+    student = AutoModel.from_pretrained(finished / "student")
+    best = max(log, key=lambda r: r["reward"])["candidate"]
+    assert (student.config.num_hidden_layers, student.config.hidden_size) == (best["layers"], best["hidden"])
+    report = (finished / "report.md").read_text()
+    assert "reward = quality x (predicted_ms /" in report and "measured median ms" in report
+    assert not [p for p in finished.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], finished: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    out = setup["root"] / "interrupted"
+    real = kdnas.search.evaluate
+    calls: list[str] = []
+
+    class Killed(Exception):
+        """Stands for a crash or a kill in the middle of the search."""
+
+    def stop_after_four(candidate, settings):  # noqa: ANN001, ANN202
+        if len(calls) == 4:
+            raise Killed
+        calls.append(candidate.name)
+        return real(candidate, settings)
+
+    monkeypatch.setattr(kdnas.search, "evaluate", stop_after_four)
+    interrupted = CliRunner().invoke(main, search_args(setup, out))
+    assert isinstance(interrupted.exception, Killed)
+    assert len(read_log(out)) == 4 and not (out / "report.md").exists()
+
+    calls.clear()
+    resumed = CliRunner().invoke(main, search_args(setup, out, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert len(calls) == 2  # only the two unfinished candidates ran
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(read_log(out)) == strip(read_log(finished))  # exactly what the uninterrupted run found
+
+
+def refused(setup: dict[str, Path], out: Path, *args: str, profile: Path | None = None) -> str:
+    argv = search_args(setup, out, *args)
+    if profile is not None:
+        argv[argv.index("--profile") + 1] = str(profile)
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()  # nothing half-written
+    return result.output
+
+
+def test_bad_teacher(setup: dict[str, Path], tmp_path: Path) -> None:
+    assert "no config.json" in refused(setup, tmp_path / "o", "--teacher", str(tmp_path / "missing"))
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert "not a BERT-family encoder" in refused(setup, tmp_path / "o", "--teacher", str(folder))
+
+
+def test_bad_data(setup: dict[str, Path], tmp_path: Path) -> None:
+    assert "file not found" in refused(setup, tmp_path / "o", "--data", str(tmp_path / "none.csv"))
+    no_text = tmp_path / "x.csv"
+    no_text.write_text("sentence,label\nhello,a\n")
+    assert "'text' column" in refused(setup, tmp_path / "o", "--data", str(no_text))
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("\n".join(json.dumps({"text": w}) for w in WORDS))
+    assert "needs a 'label' column" in refused(setup, tmp_path / "o", "--data", str(unlabelled),
+                                               "--objective", "labelled")
+
+
+def test_profile_not_covering_space(setup: dict[str, Path], tmp_path: Path) -> None:
+    space = tiny_space(json.loads((setup["teacher"] / "config.json").read_text())["vocab_size"])
+    holey = write_profile(tmp_path / "holey.json", space, drop="layer/b1/s16/h32/a2/f64")
+    assert "does not cover space" in refused(setup, tmp_path / "o", profile=holey)
+
+
+def test_budget_below_fastest(setup: dict[str, Path], tmp_path: Path) -> None:
+    assert "below the fastest candidate" in refused(setup, tmp_path / "o", "--budget-ms", "0.001")
+
+
+def test_unwritable_or_existing_out(setup: dict[str, Path], tmp_path: Path) -> None:
+    assert "cannot create" in refused(setup, tmp_path / "nowhere" / "o")
+    if os.geteuid() != 0:  # root writes anywhere; the missing-folder case above still covers the check
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "cannot create" in refused(setup, locked / "o")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("x")
+    result = CliRunner().invoke(main, search_args(setup, taken))
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+
+def test_evaluate_is_picklable_deterministic_and_has_a_labelled_variant(setup: dict[str, Path]) -> None:
+    import pickle
+
+    from kdnas.candidate import Candidate
+    from kdnas.distill import DistillConfig
+    from kdnas.evaluate import EvalSettings, evaluate
+    from kdnas.reward import quality_from_loss
+
+    settings = EvalSettings(str(setup["teacher"]), str(setup["data"]), proxy_train=16, proxy_held_out=8, seq_len=16,
+                            batch_size=8, distill=DistillConfig(steps=3))
+    function, copy = pickle.loads(pickle.dumps((evaluate, settings)))  # what a process pool would ship
+    candidate = Candidate(1, 16, 2, 32)
+    first, second = function(candidate, copy), evaluate(candidate, settings)
+    assert (first.proxy_loss, first.parameters) == (second.proxy_loss, second.parameters)
+    assert first.quality == quality_from_loss(first.proxy_loss) and first.accuracy is None
+    labelled = evaluate(candidate, EvalSettings(**{**settings.__dict__, "objective": "labelled"}))
+    assert labelled.accuracy is not None and labelled.quality == labelled.accuracy
+
+
+def test_compare_summarises_best_reward_per_controller(finished: Path, tmp_path: Path) -> None:
+    best_reward = max(r["reward"] for r in read_log(finished))
+    result = CliRunner().invoke(main, ["compare", str(finished), str(finished)])
+    assert result.exit_code == 0, result.output
+    assert f"lstm       best reward {best_reward:.4f} ± 0.0000 over 2 run(s)" in result.output
+    assert CliRunner().invoke(main, ["compare", str(tmp_path)]).exit_code == 2
