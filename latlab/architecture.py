@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from transformers.models.bert.modeling_bert import BertLayer
 
+from latlab.atomic import read_json
 from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, bert_config, embeddings_block, head_block, layer_block
 from latlab.errors import LatlabError
 
@@ -90,12 +90,7 @@ class Architecture:
 
 
 def load_architecture(path: str | Path) -> Architecture:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LatlabError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(path, "architecture file", "write one (see README) or fix the path")
     return Architecture.from_json(data, source=str(path))
 
 

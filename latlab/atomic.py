@@ -1,4 +1,4 @@
-"""Write files so that a crash or a full disk never leaves a half-written or clobbered file behind."""
+"""File I/O at the edges: atomic writes (never a half-written file) and JSON reads that fail in one line."""
 
 from __future__ import annotations
 
@@ -58,3 +58,21 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise LatlabError(f"{target}: folder {folder} does not exist; create it or choose another output path")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise LatlabError(f"{target}: not writable; choose another output path")
+
+
+def read_json(path: str | os.PathLike[str], what: str, hint: str) -> Any:
+    """Parse a JSON file, turning every way it can be unreadable into one line naming the file.
+
+    ``what`` names the file's role ("profile"); ``hint`` says what to do when it is missing.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LatlabError(f"{path}: {what} not found; {hint}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise LatlabError(f"{path}: cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file may be truncated") from None

@@ -18,7 +18,6 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from latlab.atomic import write_json
+from latlab.atomic import read_json, write_json
 from latlab.backend import Settings
 from latlab.blocks import KINDS, Block
 from latlab.errors import LatlabError
@@ -139,17 +138,7 @@ class Profile:
 
 
 def load_profile(path: str | Path) -> Profile:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LatlabError(f"{path}: profile not found; run 'latlab profile' or pick one from profiles/") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise LatlabError(f"{path}: cannot read profile ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file may be truncated") from None
+    data = read_json(path, "profile", "run 'latlab profile' or pick one from profiles/")
     return Profile.from_json(data, str(path))
 
 

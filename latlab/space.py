@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from latlab.architecture import Architecture
+from latlab.atomic import read_json
 from latlab.blocks import Block, embeddings_block, head_block, layer_block, overhead_block
 from latlab.errors import LatlabError
 
@@ -96,10 +96,4 @@ class SearchSpace:
 
 def load_space(path: str | Path | None = None) -> SearchSpace:
     path = Path(path) if path else DEFAULT_SPACE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LatlabError(f"{path}: space file not found") from None
-    except json.JSONDecodeError as exc:
-        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return SearchSpace.from_json(data, str(path))
+    return SearchSpace.from_json(read_json(path, "space file", f"pick one from {SPACES_DIR}"), str(path))
