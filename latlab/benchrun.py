@@ -14,12 +14,12 @@ latlab's plugin adds, through pytest-benchmark's hooks and ``extra_info``::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from latlab.atomic import read_json
 from latlab.errors import LatlabError
 from latlab.fingerprint import Fingerprint
 from latlab.stats import LatencyStats
@@ -139,18 +139,7 @@ def parse_run(data: Any, source: str) -> SavedRun:
 
 
 def load_run(path: str | Path) -> SavedRun:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LatlabError(f"{path}: saved run not found; save one with pytest --benchmark-autosave") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise LatlabError(f"{path}: cannot read saved run ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LatlabError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); the file may be truncated") from None
-    return parse_run(data, str(path))
+    return parse_run(read_json(path, "saved run", "save one with pytest --benchmark-autosave"), str(path))
 
 
 def find_runs(storage: str | Path) -> list[Path]:

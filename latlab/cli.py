@@ -25,6 +25,7 @@ from latlab.profile import Profile, default_name, load_profile
 from latlab.profiling import Report, continue_profile, new_profile, open_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
+from latlab.report_cli import report
 from latlab.space import load_space
 from latlab.validate import plot, run_validation, validation_json
 
@@ -213,5 +214,6 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         write_json(json_path, validation_json(loaded, validation, seed, profile_path))
     if plot_path:
         plot(validation, loaded.label, plot_path)
-from latlab.report_cli import report  # noqa: E402  (latency regression reports, issue 4)
-main.add_command(report)
+
+
+main.add_command(report)  # latency regression reports from saved pytest-benchmark runs (latlab/report_cli.py)

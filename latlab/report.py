@@ -106,18 +106,20 @@ def render_markdown(comparison: Comparison) -> str:
         f"- current: `{comparison.current.path}` ({comparison.current.datetime})",
         f"- gates: {gates}; result: {result}",
         "",
-        "Changes are drift-corrected where both runs timed latlab's calibration anchor in the same rounds: each "
-        "latency is divided by its run's anchor first. *machine* is how much the anchor itself moved. Latencies "
-        "are in ms, per call, with each run's own timer.",
+        "Changes are drift-corrected where both runs timed latlab's calibration anchor in the same rounds: they "
+        "compare each latency relative to the anchor, block by block of consecutive rounds, so the machine getting "
+        "faster or slower cancels. *machine* is how much the anchor itself moved. Latencies are in ms per call, "
+        "with each run's own timer.",
         "",
         "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison.rows:
         b, c = row.baseline.stats, row.current.stats
-        lines.append(f"| `{row.name}` | {row.current.backend} | {_ms(b.median_ms)} → {_ms(c.median_ms)} | "
-                     f"{_pct(row.change('median'))} | {_ms(b.p90_ms)} → {_ms(c.p90_ms)} | {_pct(row.change('p90'))} | "
-                     f"{_pct(row.machine_change())} | {verdict_text(row)} |")
+        cells = [f"`{row.name}`", row.current.backend, f"{_ms(b.median_ms)} → {_ms(c.median_ms)}",
+                 _pct(row.change("median")), f"{_ms(b.p90_ms)} → {_ms(c.p90_ms)}", _pct(row.change("p90")),
+                 _pct(row.machine_change()), verdict_text(row)]
+        lines.append(f"| {' | '.join(cells)} |")
     if comparison.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in comparison.notes]
     return "\n".join(lines) + "\n"

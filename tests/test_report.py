@@ -97,7 +97,8 @@ def test_comparison_gates_each_benchmark(tmp_path: Path) -> None:
     assert row_a.change("p90") == pytest.approx(25.0) and row_b.change("p90") == pytest.approx(0.0)
     assert row_a.machine_change() == pytest.approx(30.0)
     markdown = render_markdown(comparison)
-    assert "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |" in markdown
+    header = "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |"
+    assert header in markdown
     assert f"| `{A}` | onnxruntime | 10.000 → 16.250 | +25.0% | 12.000 → 19.500 | +25.0% | +30.0% | " \
            "**FAIL** p90 +25.0% > 10% |" in markdown
     assert f"| `{B}` | onnxruntime | 5.000 → 6.500 | +0.0% | 6.000 → 7.800 | +0.0% | +30.0% | ok |" in markdown

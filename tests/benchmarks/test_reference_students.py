@@ -7,6 +7,8 @@ run does that once (tests/test_pytest_plugin.py) so that the suite cannot rot.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from latlab.architecture import Architecture
@@ -15,7 +17,8 @@ from latlab.space import load_space
 
 pytestmark = pytest.mark.bench
 
-SPACE = load_space()  # profiles/spaces/minilm-students.json
+# The default space, read from this checkout: tox installs latlab as a package, which does not carry profiles/.
+SPACE = load_space(Path(__file__).resolve().parents[2] / "profiles" / "spaces" / "minilm-students.json")
 
 
 def student(hidden: int, layers: int, heads: int, ffn: int) -> Architecture:
