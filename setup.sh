@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command for a new user: build .venv with every CPU runtime, then profile and validate a small space for real.
+# One command for a new user: build .venv with every CPU runtime, profile and validate a small space for real,
+# then run a quick KD-NAS search.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -22,4 +23,7 @@ rm -f runs/setup/tiny-onnxruntime.json
     --out runs/setup/tiny-onnxruntime.json
 .venv/bin/latlab validate --profile runs/setup/tiny-onnxruntime.json --archs 8 --min-seconds 0.3 \
     --json runs/setup/tiny-onnxruntime.validation.json
+# The main job at CI size: a quick KD-NAS search on the shipped ONNX Runtime profile (about 2 minutes).
+rm -rf runs/setup/kdnas-quick
+.venv/bin/kdnas search --profile profiles/amd-epyc-1t-onnxruntime-f32.json --quick --out runs/setup/kdnas-quick
 echo "setup done: activate with 'source .venv/bin/activate'; run the tests with '.venv/bin/python -m pytest'"
