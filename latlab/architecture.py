@@ -89,8 +89,11 @@ class Architecture:
             raise LatlabError(f"{source}: {exc}".replace("architecture: ", "")) from None
 
 
-def load_architecture(path: str | Path) -> Architecture:
+def load_architecture(path: str | Path, defaults: dict[str, int] | None = None) -> Architecture:
+    """``defaults`` fill the fields the file leaves out (e.g. labels and vocab from the profile's space)."""
     data = read_json(path, "architecture file", "write one (see README) or fix the path")
+    if isinstance(data, dict) and defaults:
+        data = {**defaults, **data}
     return Architecture.from_json(data, source=str(path))
 
 

@@ -160,7 +160,7 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
 def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
     """Predict a whole model's latency from a profile, with the per-block breakdown."""
     loaded = load_profile(profile_path)
-    arch = load_architecture(arch_path)
+    arch = load_architecture(arch_path, defaults=loaded.space.arch_defaults())
     loaded.space.check_contains(arch)
     check_same_machine(loaded, profile_path, force=True)
     result = predict(arch, LatencyTable.from_profile(loaded))

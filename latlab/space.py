@@ -70,6 +70,15 @@ class SearchSpace:
                 raise LatlabError(f"architecture {field} = {value} is outside space {self.name!r} "
                                   f"(allowed: {list(allowed)})")
 
+    def arch_defaults(self) -> dict[str, int]:
+        """What an architecture file may leave out: labels, vocab, and seq_len/batch when the space has one."""
+        defaults = {"labels": self.labels, "vocab": self.vocab}
+        for field in ("seq_len", "batch"):
+            values = getattr(self, field)
+            if len(values) == 1:
+                defaults[field] = values[0]
+        return defaults
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

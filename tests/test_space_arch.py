@@ -194,3 +194,13 @@ def test_space_json_round_trip_and_default() -> None:
     space = load_space(TINY_SPACE)
     assert SearchSpace.from_json(json.loads(json.dumps(space.to_json())), "x") == space
     assert load_space(None) == load_space(SPACES_DIR / "minilm-students.json")
+
+
+def test_architecture_file_takes_what_it_leaves_out_from_the_space(tmp_path: Path) -> None:
+    space = SearchSpace("s", layers=(2,), hidden=(64,), heads=(2,), ffn=(128,), seq_len=(32,), batch=(1, 4), labels=5,
+                        vocab=100)
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"hidden": 64, "layers": 2, "heads": 2, "ffn": 128, "batch": 4}))
+    arch = load_architecture(path, defaults=space.arch_defaults())
+    assert (arch.labels, arch.vocab, arch.seq_len, arch.batch) == (5, 100, 32, 4)  # the file's batch wins
+    assert load_architecture(path).labels == 2  # without defaults, the dataclass default
