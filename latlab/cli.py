@@ -42,11 +42,8 @@ class Group(click.Group):
 
 
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Report]:
+def progress_bar() -> Iterator[Report]:
     """A rich progress bar on stderr; one task per stage (prepare, measure)."""
-    if not enabled:
-        yield lambda stage, done, total: None
-        return
     columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         tasks: dict[str, Any] = {}

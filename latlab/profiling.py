@@ -16,7 +16,7 @@ from latlab.space import SearchSpace
 Report = Callable[[str, int, int], None]  # (stage, done, total): progress for the CLI to draw
 
 
-def _quiet(stage: str, done: int, total: int) -> None:
+def quiet(stage: str, done: int, total: int) -> None:
     return None
 
 
@@ -90,12 +90,12 @@ def run_profile(
     protocol: Protocol,
     out: Path,
     resume: bool = False,
-    report: Report = _quiet,
+    report: Report = quiet,
 ) -> Profile:
     return continue_profile(backend, open_profile(backend, settings, space, protocol, out, resume), out, report)
 
 
-def continue_profile(backend: Backend, profile: Profile, out: Path, report: Report = _quiet) -> Profile:
+def continue_profile(backend: Backend, profile: Profile, out: Path, report: Report = quiet) -> Profile:
     """Measure what ``profile`` still lacks, checkpointing after every round, then mark it complete."""
     settings, protocol = profile.settings, profile.protocol
     blocks: list[Block] = profile.space.blocks()

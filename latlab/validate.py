@@ -16,7 +16,7 @@ from latlab.backend import Backend
 from latlab.blocks import LAYER, Block, build_block
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
-from latlab.profiling import Report, _quiet, prepare_all
+from latlab.profiling import Report, quiet, prepare_all
 from latlab.protocol import Protocol, measure
 from latlab.stats import LatencyStats
 
@@ -76,7 +76,7 @@ def run_validation(
     count: int,
     seed: int,
     protocol: Protocol | None = None,
-    report: Report = _quiet,
+    report: Report = quiet,
 ) -> Validation:
     """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved."""
     protocol = protocol or profile.protocol
