@@ -20,17 +20,20 @@ from kdnas.data import check_teacher, default_teacher_dir, load_data
 from kdnas.distill import DistillConfig
 from kdnas.evaluate import OBJECTIVES, EvalSettings
 from kdnas.final import FinalConfig, run_final
+from kdnas.measure import time_models
 from kdnas.mapping import MAPPINGS
 from kdnas.report import plot_pareto, report_markdown, write_report
 from kdnas.reward import RewardConfig
 from kdnas.search import LOG_FILE, RUN_FILE, SearchPlan, allowed, best, prepare_out, price, run_search, start, target_ms
 from kdnas.student import INITS
 from latlab.architecture import Architecture
-from latlab.cli import Group
+from latlab.atomic import check_writable, write_json
+from latlab.cli import Group, check_same_machine, progress_bar
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import load_profile
 from latlab.protocol import Protocol
+from latlab.registry import load_backend
 from latlab.space import SearchSpace, load_space
 
 err = Console(stderr=True, highlight=False)
@@ -166,7 +169,10 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     result = run_final(chosen.candidate, evaluation, final, profile, (space.batch[0], space.seq_len[-1]), folder)
     plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / "pareto.png")
     write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted))
-    measured = f"measured {result.student_ms.median_ms:.3f} ms" if result.student_ms else f"not measured ({result.not_measured})"
+    latency = result.latency
+    measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
+                f"({latency.error_pct('student'):+.1f}%, {latency.error_pct('student', drift_corrected=True):+.1f}% "
+                f"corrected for {latency.drift_pct:+.1f}% drift)") if latency else f"not measured ({result.not_measured})"
     click.echo(f"{folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
                f"{time.monotonic() - started:.0f} s in all")
 
@@ -192,3 +198,74 @@ def compare(runs: tuple[str, ...]) -> None:
     for kind, values in sorted(best_by_kind.items()):
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         click.echo(f"{kind:<10} best reward {statistics.mean(values):.4f} ± {spread:.4f} over {len(values)} run(s)")
+
+
+def model_folder(path: str) -> Path:
+    """A kdnas run folder (its ``student/``) or a Hugging Face model folder."""
+    folder = Path(path)
+    folder = folder / "student" if (folder / "student").is_dir() else folder
+    if not (folder / "config.json").is_file():
+        raise LatlabError(f"{path}: no Hugging Face model here (config.json) nor in its student/; pass a kdnas run "
+                          "folder or a model folder")
+    return folder
+
+
+@main.command("measure")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--profile", "profile_paths", multiple=True, required=True, type=click.Path(),
+              help="Measure on this profile's backend and settings; repeat the option for several.")
+@click.option("--teacher", "teacher_dir", type=click.Path(), default=None, help="Also time this teacher folder.")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Write every figure here.")
+@click.option("--force", is_flag=True, help="Measure even against a profile from other hardware or runtime.")
+def measure_command(models: tuple[str, ...], profile_paths: tuple[str, ...], teacher_dir: str | None,
+                    json_path: str | None, force: bool) -> None:
+    """Time finished students (run folders or model folders) on each profile's backend, next to its prediction.
+
+    The models run interleaved with the profile's most used layer blocks, so every row also shows the error
+    corrected for how far the machine has drifted since the profile was measured.
+    """
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.set_num_threads(1)  # the backends apply the profile's threads; this keeps loading from competing
+    folders = {m: model_folder(m) for m in models}  # named as given: unique, and the reader knows them
+    if teacher_dir is not None:
+        folders["teacher"] = check_teacher(teacher_dir)
+    profiles = {}
+    for path in profile_paths:
+        profile = load_profile(path)
+        if not profile.complete:
+            raise LatlabError(f"{path}: profile is incomplete; finish it with 'latlab profile --resume'")
+        check_same_machine(profile, path, force)
+        load_backend(profile.backend).check(profile.settings)
+        profiles[path] = profile
+    if json_path:
+        check_writable(json_path)
+    loaded = {name: BertForSequenceClassification.from_pretrained(folder, local_files_only=True,
+                                                                  attn_implementation="sdpa").eval()
+              for name, folder in folders.items()}
+
+    figures = []
+    for path, profile in profiles.items():
+        err.print(f"timing {len(loaded)} model(s) on {profile.label} ({path})")
+        with progress_bar() as report:
+            timing = time_models(profile, loaded, report=report)
+        for name, row in timing.rows.items():
+            error, corrected = timing.error_pct(name), timing.error_pct(name, drift_corrected=True)
+            figures.append({"profile": path, "backend": profile.backend, "model": name,
+                            "predicted_ms": row.predicted_ms, "measured_median_ms": round(row.measured.median_ms, 4),
+                            "measured_p90_ms": round(row.measured.p90_ms, 4), "unstable": row.unstable,
+                            "reference_drift_pct": round(timing.drift_pct, 2),
+                            "error_pct": None if error is None else round(error, 2),
+                            "drift_corrected_error_pct": None if corrected is None else round(corrected, 2)})
+    click.echo("| profile | model | predicted ms | measured median ms | p90 ms | error | drift | corrected error |")
+    click.echo("|---|---|---|---|---|---|---|---|")
+    for f in figures:
+        pct = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
+        predicted = "n/a" if f["predicted_ms"] is None else f"{f['predicted_ms']:.3f}"
+        click.echo(f"| {f['profile']} | {f['model']} | {predicted} | {f['measured_median_ms']:.3f} | "
+                   f"{f['measured_p90_ms']:.3f} | {pct(f['error_pct'])} | {f['reference_drift_pct']:+.1f}% | "
+                   f"{pct(f['drift_corrected_error_pct'])} |")
+    if json_path:
+        write_json(json_path, {"models": {name: str(folder) for name, folder in folders.items()}, "rows": figures})
+        click.echo(f"wrote {json_path}")

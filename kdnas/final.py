@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import BertForSequenceClassification
 
 from backends.onnx_export import export_onnx
@@ -21,12 +20,12 @@ from kdnas.data import load_teacher, split, load_data
 from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss, teacher_states
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
+from kdnas.measure import LogitsOnly, Timing, time_models
 from kdnas.student import build_student, count_parameters
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
 from latlab.profile import Profile
-from latlab.protocol import Protocol, measure
-from latlab.registry import load_backend
+from latlab.protocol import Protocol
 from latlab.stats import LatencyStats
 
 
@@ -47,21 +46,17 @@ class FinalResult:
     held_out_loss: float
     student_accuracy: float | None
     teacher_accuracy: float | None
-    student_ms: LatencyStats | None  # None when the profile's backend cannot run here
-    teacher_ms: LatencyStats | None
+    latency: Timing | None  # student and teacher; None when the profile's backend cannot run here
     not_measured: str  # why latency was not measured, else ""
     seconds: float
 
+    @property
+    def student_ms(self) -> LatencyStats | None:
+        return self.latency.rows["student"].measured if self.latency else None
 
-class LogitsOnly(nn.Module):
-    """``input_ids -> logits``: the exact call a profile prices (no attention mask, as in latlab's blocks)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids).logits
+    @property
+    def teacher_ms(self) -> LatencyStats | None:
+        return self.latency.rows["teacher"].measured if self.latency else None
 
 
 def save_student(model: BertForSequenceClassification, tokenizer: object, folder: Path) -> None:
@@ -75,21 +70,6 @@ def save_student(model: BertForSequenceClassification, tokenizer: object, folder
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def measure_latency(profile: Profile, models: dict[str, nn.Module], shape: tuple[int, int],
-                    protocol: Protocol) -> tuple[dict[str, LatencyStats], str]:
-    """Both models on the profile's backend and settings, interleaved; empty with a reason when it cannot run."""
-    backend = load_backend(profile.backend)
-    try:
-        backend.check(profile.settings)
-    except LatlabError as exc:
-        return {}, str(exc)
-    vocab = min(model.config.vocab_size for model in models.values())
-    ids = torch.randint(0, vocab, shape, dtype=torch.long)
-    runners = {name: backend.prepare(LogitsOnly(model).eval(), (ids,), profile.settings) for name, model in models.items()}
-    rounds, _ = measure(runners, protocol)
-    return {name: LatencyStats.from_rounds(r) for name, r in rounds.items()}, ""
 
 
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
@@ -125,8 +105,9 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
     save_student(student, tokenizer, out / "student")
     example = (torch.zeros(shape, dtype=torch.long),)
     write_bytes(out / "student.onnx", export_onnx(LogitsOnly(student).eval(), example))
-    latency, reason = measure_latency(profile, {"student": student, "teacher": classifier.cpu()}, shape,
-                                      config.protocol or profile.protocol)
+    try:
+        latency, reason = time_models(profile, {"student": student, "teacher": classifier}, config.protocol), ""
+    except LatlabError as exc:
+        latency, reason = None, str(exc)
     return FinalResult(candidate, count_parameters(student.bert), count_parameters(teacher), steps, loss, student_acc,
-                       teacher_acc, latency.get("student"), latency.get("teacher"), reason,
-                       time.perf_counter() - started)
+                       teacher_acc, latency, reason, time.perf_counter() - started)

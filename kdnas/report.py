@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from kdnas.final import FinalResult
+from kdnas.measure import Timing
 from kdnas.search import Record, SearchPlan
 from latlab.atomic import write_bytes, write_text
 from latlab.profile import Profile
@@ -67,11 +68,19 @@ def ms(value: float | None) -> str:
     return f"{value:.3f}" if value is not None else "n/a"
 
 
+def latency_sentence(predicted_ms: float, latency: Timing) -> str:
+    measured = latency.rows["student"].measured
+    return (f"Student predicted vs measured: {latency.error_pct('student'):+.1f}% (predicted {predicted_ms:.3f} ms, "
+            f"measured median {measured.median_ms:.3f} ms, p90 {measured.p90_ms:.3f} ms). The profile's reference "
+            f"blocks ran {latency.drift_pct:+.1f}% against the profile in the same rounds; corrected for that machine "
+            f"drift the error is {latency.error_pct('student', drift_corrected=True):+.1f}%.")
+
+
 def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], chosen: Record, final: FinalResult,
                     teacher_predicted: float | None) -> str:
     s_ms = final.student_ms.median_ms if final.student_ms else None
     t_ms = final.teacher_ms.median_ms if final.teacher_ms else None
-    error = f"{(chosen.predicted_ms - s_ms) / s_ms * 100:+.1f}%" if s_ms else "n/a"
+    latency = final.latency
     speed_pred = f"{teacher_predicted / chosen.predicted_ms:.2f}x" if teacher_predicted else "n/a"
     speed_meas = f"{t_ms / s_ms:.2f}x" if s_ms and t_ms else "n/a"
     acc = lambda a: f"{a * 100:.1f}%" if a is not None else "n/a"  # noqa: E731
@@ -90,9 +99,7 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
         f"| test accuracy | {acc(final.teacher_accuracy)} | {acc(final.student_accuracy)} | "
         f"{pct(final.student_accuracy, final.teacher_accuracy)} of teacher |",
         "",
-        f"Student predicted vs measured: {error} (predicted {ms(chosen.predicted_ms)} ms, measured {ms(s_ms)} ms"
-        + (f", p90 {final.student_ms.p90_ms:.3f} ms" if final.student_ms else "") + ")."
-        + (f" Latency not measured: {final.not_measured}." if final.not_measured else ""),
+        latency_sentence(chosen.predicted_ms, latency) if latency else f"Latency not measured: {final.not_measured}.",
         f"Reward target {plan.reward.target_ms:.3f} ms"
         + (f", hard budget {plan.reward.budget_ms:.3f} ms" if plan.reward.budget_ms is not None else "") + ".",
         f"Full distillation: {final.distill_steps} steps, held-out normalised loss {final.held_out_loss:.3f} "

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.bert.modeling_bert import BertLayer
 
 from latlab.atomic import read_json
-from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, bert_config, embeddings_block, head_block, layer_block
+from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, EncoderLayer, bert_config, embeddings_block, head_block, layer_block
 from latlab.errors import LatlabError
 
 
@@ -105,15 +104,16 @@ class StudentEncoder(nn.Module):
         first = bert_config(arch.hidden, arch.heads[0], arch.ffn[0], arch.vocab, arch.seq_len, arch.labels)
         self.embeddings = EmbeddingsBlock(first)
         self.layers = nn.ModuleList(
-            BertLayer(bert_config(arch.hidden, a, f, arch.vocab, arch.seq_len, arch.labels))
+            EncoderLayer(bert_config(arch.hidden, a, f, arch.vocab, arch.seq_len, arch.labels))
             for a, f in zip(arch.heads, arch.ffn)
         )
         self.head = ClassifierHead(first)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         hidden_states = self.embeddings(input_ids)
+        mask = self.layers[0].attention_mask(hidden_states)  # built once per model, as BertModel does
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states, mask)
         return self.head(hidden_states)
 
 

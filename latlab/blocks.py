@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from transformers import BertConfig
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, BertPooler
 
 OVERHEAD, EMBEDDINGS, LAYER, HEAD = "overhead", "embeddings", "layer", "head"
@@ -87,6 +88,27 @@ class EmbeddingsBlock(nn.Module):
         return self.embeddings(input_ids=input_ids)
 
 
+class EncoderLayer(nn.Module):
+    """A BERT layer with the attention mask Hugging Face's ``BertModel`` gives it.
+
+    Eager torch skips an all-ones mask, but an exported model (ONNX, OpenVINO) keeps it, and the masked softmax
+    costs several percent per layer: a block without it underprices every exported Hugging Face encoder.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layer = BertLayer(config)
+
+    def attention_mask(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return create_bidirectional_mask(self.config, hidden_states, None)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = self.attention_mask(hidden_states)
+        return self.layer(hidden_states, attention_mask=attention_mask)
+
+
 class ClassifierHead(nn.Module):
     """BERT's pooler (first token, dense, tanh) followed by the classification layer."""
 
@@ -111,7 +133,7 @@ def build_block(block: Block, seed: int = 0) -> tuple[nn.Module, tuple[torch.Ten
     if block.kind == EMBEDDINGS:
         return EmbeddingsBlock(config).eval(), (ids,)
     if block.kind == LAYER:
-        return BertLayer(config).eval(), (hidden_states,)
+        return EncoderLayer(config).eval(), (hidden_states,)
     if block.kind == HEAD:
         return ClassifierHead(config).eval(), (hidden_states,)
     raise ValueError(f"unknown block kind {block.kind!r}")

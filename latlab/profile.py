@@ -1,9 +1,10 @@
 """The device profile: the one file everything else stands on. This module is its only definition.
 
 A profile is plain, versioned JSON. Units are in field names (``median_ms``); batch and seq_len are part of
-every block, so every latency is per call at that batch size. Layout (schema_version 1)::
+every block, so every latency is per call at that batch size. Layout (schema_version 2)::
 
-    schema_version   int, bumped on any incompatible change; newer files are refused, not guessed at
+    schema_version   int, bumped on any incompatible change; other versions are refused, not guessed at
+                     (2: layer blocks carry Hugging Face's attention mask; 1 priced layers without it)
     created_utc      ISO timestamp
     backend          {name, runtime_version}
     settings         {threads, precision, device}: what was asked for
@@ -34,7 +35,7 @@ from latlab.protocol import Protocol, Rounds
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -107,6 +108,9 @@ class Profile:
         if version > SCHEMA_VERSION:
             raise LatlabError(f"{source}: schema_version {version} is newer than this latlab understands "
                               f"({SCHEMA_VERSION}); upgrade latlab")
+        if version < SCHEMA_VERSION:
+            raise LatlabError(f"{source}: schema_version {version} priced layer blocks without the attention mask "
+                              "exported models carry; re-measure it with 'latlab profile'")
         try:
             entries = {}
             for key, raw in data["entries"].items():

@@ -17,7 +17,7 @@ from latlab.blocks import LAYER, Block, build_block
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
 from latlab.profiling import Report, quiet, prepare_all
-from latlab.protocol import Protocol, measure
+from latlab.protocol import Protocol, Rounds, measure
 from latlab.stats import LatencyStats
 
 
@@ -70,6 +70,13 @@ def reference_blocks(archs: list[Architecture], count: int = 3) -> list[Block]:
     return [block for block, _ in usage.most_common(count)]
 
 
+def drift_pct(results: dict[str, Rounds], profile: Profile, references: list[Block]) -> float:
+    """Median over reference blocks of (now / when profiled) - 1, in percent; 0 without references."""
+    ratios = [LatencyStats.from_rounds(results[b.key]).median_ms / profile.entries[b.key].stats.median_ms
+              for b in references]
+    return (float(np.median(ratios)) - 1) * 100 if ratios else 0.0
+
+
 def run_validation(
     profile: Profile,
     backend: Backend,
@@ -92,10 +99,8 @@ def run_validation(
         ArchResult(a, p, LatencyStats.from_rounds(results[f"arch{i}"]), f"arch{i}" in unstable)
         for i, (a, p) in enumerate(zip(archs, predicted))
     ]
-    ratios = [LatencyStats.from_rounds(results[b.key]).median_ms / profile.entries[b.key].stats.median_ms
-              for b in references]
-    drift = (float(np.median(ratios)) - 1) * 100 if ratios else 0.0
-    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), drift)
+    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]),
+                      drift_pct(results, profile, references))
 
 
 def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str) -> dict[str, Any]:

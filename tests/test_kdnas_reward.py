@@ -1,10 +1,12 @@
-"""Reward and layer-mapping arithmetic: small pure functions, checked by hand-computed values."""
+"""Reward, layer-mapping and drift-correction arithmetic: small pure functions, checked by hand-computed values."""
 
 import pytest
 
 from kdnas.mapping import layer_map
+from kdnas.measure import Timed, Timing
 from kdnas.reward import RewardConfig, quality_from_loss, reward, within_budget
 from latlab.errors import LatlabError
+from latlab.stats import LatencyStats
 
 
 def test_reward_is_quality_times_latency_ratio_power() -> None:
@@ -50,3 +52,11 @@ def test_layer_map(student: int, teacher: int, strategy: str, expected: tuple) -
 def test_layer_map_rejects_unknown_strategy() -> None:
     with pytest.raises(ValueError, match="uniform"):
         layer_map(2, 6, "skip")
+
+
+def test_drift_corrected_error_divides_the_measurement_by_the_machine_drift() -> None:
+    measured = LatencyStats.from_rounds([[11.0, 11.0, 11.0]])
+    timing = Timing({"student": Timed(10.0, measured, False), "unpriced": Timed(None, measured, False)}, drift_pct=10.0)
+    assert timing.error_pct("student") == pytest.approx((10 - 11) / 11 * 100)  # -9.1%: the machine is 10% slow
+    assert timing.error_pct("student", drift_corrected=True) == pytest.approx(0.0)  # ... which explains all of it
+    assert timing.error_pct("unpriced") is None

@@ -211,3 +211,32 @@ def test_compare_summarises_best_reward_per_controller(finished: Path, tmp_path:
     assert result.exit_code == 0, result.output
     assert f"lstm       best reward {best_reward:.4f} ± 0.0000 over 2 run(s)" in result.output
     assert CliRunner().invoke(main, ["compare", str(tmp_path)]).exit_code == 2
+
+
+def test_report_separates_machine_drift_from_the_profile_error(finished: Path) -> None:
+    report = (finished / "report.md").read_text()
+    assert "reference blocks ran" in report and "corrected for that machine drift the error is" in report
+
+
+def test_measure_times_a_finished_student_next_to_its_prediction(setup: dict[str, Path], finished: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "measured.json"
+    args = ["measure", str(finished), "--profile", str(setup["profile"]), "--teacher", str(setup["teacher"]),
+            "--json", str(out)]
+    foreign = CliRunner().invoke(main, args)  # the fake profile records runtime "fake": not this machine's torch
+    assert foreign.exit_code == 2 and "other hardware or runtime" in foreign.output and not out.exists()
+    result = CliRunner().invoke(main, [*args, "--force"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {str(finished), "teacher"}
+    best = max(read_log(finished), key=lambda r: r["reward"])
+    assert rows[str(finished)]["predicted_ms"] == pytest.approx(best["predicted_ms"])
+    for row in rows.values():
+        assert row["measured_median_ms"] > 0 and row["measured_p90_ms"] >= row["measured_median_ms"]
+    assert f"| {setup['profile']} | {finished} |" in result.output
+
+
+def test_measure_refuses_a_folder_without_a_model(setup: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["measure", str(tmp_path), "--profile", str(setup["profile"])])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"{tmp_path}: no Hugging Face model here" in result.output

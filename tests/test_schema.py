@@ -168,10 +168,14 @@ def test_damaged_profile_is_refused_with_the_file_and_the_field(tmp_path: Path, 
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_newer_schema_is_refused_and_older_is_read(tmp_path: Path, valid) -> None:
+def test_other_schemas_are_refused_and_the_current_is_read(tmp_path: Path, valid) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps({**valid, "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(LatlabError, match=f"schema_version {SCHEMA_VERSION + 1} is newer .*upgrade latlab"):
+        load_profile(path)
+    path.write_text(json.dumps({**valid, "schema_version": 1}))
+    with pytest.raises(LatlabError, match="schema_version 1 priced layer blocks without the attention mask.*"
+                                          "re-measure it with 'latlab profile'"):
         load_profile(path)
     path.write_text(json.dumps({**valid, "schema_version": SCHEMA_VERSION}))
     assert load_profile(path).schema_version == SCHEMA_VERSION
