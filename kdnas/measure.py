@@ -24,7 +24,7 @@ from latlab.protocol import Protocol, measure
 from latlab.registry import load_backend
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
-from latlab.validate import drift_pct, reference_blocks
+from latlab.validate import drift_corrected as corrected, drift_pct, reference_blocks
 
 
 class LogitsOnly(nn.Module):
@@ -57,7 +57,7 @@ class Timing:
         row = self.rows[name]
         if row.predicted_ms is None:
             return None
-        measured = row.measured.median_ms / (1 + self.drift_pct / 100) if drift_corrected else row.measured.median_ms
+        measured = corrected(row.measured.median_ms, self.drift_pct) if drift_corrected else row.measured.median_ms
         return (row.predicted_ms - measured) / measured * 100
 
 

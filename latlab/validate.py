@@ -63,11 +63,22 @@ class Validation:
     # errors of that size come from the machine's state, not from the profile's arithmetic.
     drift_pct: float
 
+    @property
+    def drift_corrected(self) -> Accuracy:
+        """The accuracy had the machine run as fast as when it was profiled."""
+        return Accuracy.of([r.predicted_ms for r in self.rows],
+                           [drift_corrected(r.measured.median_ms, self.drift_pct) for r in self.rows])
+
 
 def reference_blocks(archs: list[Architecture], count: int = 3) -> list[Block]:
     """The layer blocks the validated models use most, re-timed alongside them to expose drift."""
     usage = Counter(b for a in archs for b in a.blocks() if b.kind == LAYER)
     return [block for block, _ in usage.most_common(count)]
+
+
+def drift_corrected(measured_ms: float, drift_pct: float) -> float:
+    """A measurement scaled back to the machine's speed when the profile was measured."""
+    return measured_ms / (1 + drift_pct / 100)
 
 
 def drift_pct(results: dict[str, Rounds], profile: Profile, references: list[Block]) -> float:
@@ -119,6 +130,9 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "within_5pct": round(accuracy.within_5pct, 3),
         "within_10pct": round(accuracy.within_10pct, 3),
         "spearman": round(accuracy.spearman, 4),
+        "drift_corrected": {"mape_pct": round(validation.drift_corrected.mape_pct, 3),
+                            "within_5pct": round(validation.drift_corrected.within_5pct, 3),
+                            "within_10pct": round(validation.drift_corrected.within_10pct, 3)},
         "archs": [
             {
                 "arch": r.arch.to_json(),

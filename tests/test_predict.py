@@ -10,6 +10,8 @@ from latlab.blocks import OVERHEAD, embeddings_block, head_block, layer_block, o
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict, predict_ms
 from latlab.space import SearchSpace, load_space
+from latlab.stats import LatencyStats
+from latlab.validate import Accuracy, ArchResult, Validation
 
 from conftest import TINY_SPACE
 
@@ -112,5 +114,16 @@ def test_validating_an_exactly_additive_backend_finds_no_error(cli, fake_profile
     data = json.loads(report.read_text())
     assert data["mape_pct"] < 0.01 and data["within_5pct"] == 1.0 and data["spearman"] == pytest.approx(1.0)
     assert data["reference_drift_pct"] == pytest.approx(0.0, abs=0.01)
+    assert data["drift_corrected"]["mape_pct"] < 0.01  # no drift, nothing to correct
     assert len({a["measured_ms"] for a in data["archs"]}) > 1, "distinct models, or the check above means little"
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_drift_corrected_accuracy_scales_measurements_back_to_the_profiled_machine() -> None:
+    arch = Architecture(hidden=32, heads=(2,), ffn=(64,))
+    rows = [ArchResult(arch, predicted, LatencyStats.from_rounds([[measured] * 3]), False)
+            for predicted, measured in ((10.0, 11.0), (20.0, 22.0))]
+    validation = Validation(rows, Accuracy.of([10.0, 20.0], [11.0, 22.0]), drift_pct=10.0)
+    assert validation.accuracy.mape_pct == pytest.approx(100 / 11)  # each 9.1% under: the machine ran 10% slow
+    assert validation.drift_corrected.mape_pct == pytest.approx(0.0, abs=1e-9)
+    assert validation.drift_corrected.within_5pct == 1.0
