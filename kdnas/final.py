@@ -16,7 +16,7 @@ from transformers import BertForSequenceClassification
 
 from backends.onnx_export import export_onnx
 from kdnas.candidate import Candidate
-from kdnas.data import load_teacher, split, load_data
+from kdnas.data import load_classifier, load_data, load_teacher, split
 from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss, teacher_states
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
@@ -26,6 +26,7 @@ from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
 from latlab.profile import Profile
 from latlab.protocol import Protocol
+from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
 
 
@@ -73,7 +74,8 @@ def save_student(model: BertForSequenceClassification, tokenizer: object, folder
 
 
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
-              shape: tuple[int, int], out: Path) -> FinalResult:
+              space: SearchSpace, out: Path) -> FinalResult:
+    """``space`` is the one the search priced: the student is exported and timed at its deployment shape."""
     started = time.perf_counter()
     device = settings.device
     teacher, tokenizer = load_teacher(settings.teacher_dir)
@@ -92,8 +94,7 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
     loss = held_out_loss(student.bert, projections, held_out, device)
 
     student_acc = teacher_acc = None
-    classifier = BertForSequenceClassification.from_pretrained(settings.teacher_dir, num_labels=labels,
-                                                               local_files_only=True, attn_implementation="sdpa")
+    classifier = load_classifier(Path(settings.teacher_dir), "teacher", labels)
     if splits.train.labels is not None:
         tune = batches(tokenizer, splits.train, settings.seq_len, settings.batch_size)
         test = batches(tokenizer, splits.test, settings.seq_len, settings.batch_size)
@@ -103,10 +104,12 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
 
     student.cpu().eval()
     save_student(student, tokenizer, out / "student")
-    example = (torch.zeros(shape, dtype=torch.long),)
+    arch = candidate.architecture(space)
+    example = (torch.zeros((arch.batch, arch.seq_len), dtype=torch.long),)
     write_bytes(out / "student.onnx", export_onnx(LogitsOnly(student).eval(), example))
     try:
-        latency, reason = time_models(profile, {"student": student, "teacher": classifier}, config.protocol), ""
+        latency = time_models(profile, {"student": student, "teacher": classifier}, space, config.protocol)
+        reason = ""
     except LatlabError as exc:
         latency, reason = None, str(exc)
     return FinalResult(candidate, count_parameters(student.bert), count_parameters(teacher), steps, loss, student_acc,

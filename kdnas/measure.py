@@ -1,8 +1,8 @@
 """Real latency of finished Hugging Face models on a profile's backend and settings, next to its prediction.
 
 This machine drifts by 10% and more within minutes, so the profile's own layer blocks are re-timed in the same
-interleaved rounds: how much slower or faster they run now than when profiled says how much of a gap between
-prediction and measurement is the machine's state rather than the profile.
+interleaved rounds (the measured models' own layer blocks): how much slower or faster they run now than when
+profiled says how much of a gap between prediction and measurement is the machine's state, not the profile's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from kdnas.candidate import Candidate
 from latlab.architecture import Architecture
@@ -24,7 +24,7 @@ from latlab.protocol import Protocol, measure
 from latlab.registry import load_backend
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
-from latlab.validate import drift_corrected as corrected, drift_pct, reference_blocks
+from latlab.validate import drift_corrected_ms, reference_blocks, reference_drift_pct
 
 
 class LogitsOnly(nn.Module):
@@ -50,21 +50,31 @@ class Timing:
     """One interleaved measurement of several models on one profile's backend and settings."""
 
     rows: dict[str, Timed]
-    drift_pct: float  # reference blocks now vs when profiled: + means the machine runs slower now
+    drift_pct: float | None  # reference blocks now vs when profiled (+: slower now); None when none was timed
 
     def error_pct(self, name: str, drift_corrected: bool = False) -> float | None:
-        """(predicted - measured) / measured; corrected, the measurement is first divided by the machine's drift."""
+        """(predicted - measured) / measured; corrected, the measurement is first scaled back by the drift."""
         row = self.rows[name]
-        if row.predicted_ms is None:
+        if row.predicted_ms is None or (drift_corrected and self.drift_pct is None):
             return None
-        measured = corrected(row.measured.median_ms, self.drift_pct) if drift_corrected else row.measured.median_ms
+        measured = row.measured.median_ms
+        if drift_corrected:
+            measured = drift_corrected_ms(measured, self.drift_pct)
         return (row.predicted_ms - measured) / measured * 100
 
 
-def architecture_of(model: PreTrainedModel, space: SearchSpace) -> Architecture:
-    """The model as the profile prices it: at the space's deployment shape, labels and vocabulary."""
-    c = model.config
-    return Candidate(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size).architecture(space)
+def priced_architecture(config: PretrainedConfig, space: SearchSpace, name: str) -> Architecture:
+    """The model as ``space`` prices it (deployment shape, labels); refused when it cannot run at that shape or the
+    profile priced other embeddings."""
+    arch = Candidate(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                     config.intermediate_size).architecture(space)
+    if config.vocab_size != space.vocab:
+        raise LatlabError(f"{name}: vocabulary {config.vocab_size} differs from space {space.name!r} vocab "
+                          f"{space.vocab}: the profile priced other embeddings; use a space made for this model")
+    if config.max_position_embeddings < arch.seq_len:
+        raise LatlabError(f"{name}: {config.max_position_embeddings} positions, but space {space.name!r} prices "
+                          f"seq_len {arch.seq_len}; use a space within the model's positions")
+    return arch
 
 
 def predicted_or_none(arch: Architecture, table: LatencyTable) -> float | None:
@@ -74,18 +84,19 @@ def predicted_or_none(arch: Architecture, table: LatencyTable) -> float | None:
         return None
 
 
-def time_models(profile: Profile, models: dict[str, PreTrainedModel], protocol: Protocol | None = None,
-                report: Report = quiet) -> Timing:
-    """Raises ``LatlabError`` with the reason when the profile's backend or settings cannot run here."""
+def time_models(profile: Profile, models: dict[str, PreTrainedModel], space: SearchSpace,
+                protocol: Protocol | None = None, report: Report = quiet) -> Timing:
+    """Each model at ``space``'s deployment shape. Raises ``LatlabError`` with the reason when the profile's
+    backend or settings cannot run here."""
     backend = load_backend(profile.backend)
     backend.check(profile.settings)
     table = LatencyTable.from_profile(profile)
-    archs = {name: architecture_of(model, profile.space) for name, model in models.items()}
-    references = [b for b in reference_blocks(list(archs.values())) if b.key in profile.entries]
+    archs = {name: priced_architecture(model.config, space, name) for name, model in models.items()}
+    references = reference_blocks(list(archs.values()), profile)
     torch.manual_seed(0)
     items: dict[str, tuple] = {}
     for name, model in models.items():
-        ids = torch.randint(0, model.config.vocab_size, (archs[name].batch, archs[name].seq_len), dtype=torch.long)
+        ids = torch.randint(0, space.vocab, (archs[name].batch, archs[name].seq_len), dtype=torch.long)
         items[name] = (LogitsOnly(model.cpu()).eval(), (ids,))
     items.update({block.key: build_block(block) for block in references})
     runners = prepare_all(backend, items, profile.settings, report)
@@ -93,4 +104,4 @@ def time_models(profile: Profile, models: dict[str, PreTrainedModel], protocol: 
                                 on_round=lambda done, total, _: report("measure", done, total))
     rows = {name: Timed(predicted_or_none(archs[name], table), LatencyStats.from_rounds(results[name]),
                         name in unstable) for name in models}
-    return Timing(rows, drift_pct(results, profile, references))
+    return Timing(rows, reference_drift_pct(results, profile, references))

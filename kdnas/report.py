@@ -64,16 +64,20 @@ def pct(part: float | None, whole: float | None) -> str:
     return f"{part / whole * 100:.1f}%" if part is not None and whole else "n/a"
 
 
+def signed_pct(value: float | None) -> str:
+    return f"{value:+.1f}%" if value is not None else "n/a"
+
+
 def ms(value: float | None) -> str:
     return f"{value:.3f}" if value is not None else "n/a"
 
 
 def latency_sentence(predicted_ms: float, latency: Timing) -> str:
     measured = latency.rows["student"].measured
-    return (f"Student predicted vs measured: {latency.error_pct('student'):+.1f}% (predicted {predicted_ms:.3f} ms, "
-            f"measured median {measured.median_ms:.3f} ms, p90 {measured.p90_ms:.3f} ms). The profile's reference "
-            f"blocks ran {latency.drift_pct:+.1f}% against the profile in the same rounds; corrected for that machine "
-            f"drift the error is {latency.error_pct('student', drift_corrected=True):+.1f}%.")
+    return (f"Student predicted vs measured: {signed_pct(latency.error_pct('student'))} (predicted {predicted_ms:.3f} "
+            f"ms, measured median {measured.median_ms:.3f} ms, p90 {measured.p90_ms:.3f} ms). The profile's reference "
+            f"blocks ran {signed_pct(latency.drift_pct)} against the profile in the same rounds; corrected for that "
+            f"machine drift the error is {signed_pct(latency.error_pct('student', drift_corrected=True))}.")
 
 
 def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], chosen: Record, final: FinalResult,

@@ -5,7 +5,7 @@ Initialisation (``init``):
 - ``sliced``: every weight is the leading block of the teacher's matching weight (rows and columns cut to the
   student's sizes); student layer i starts from the teacher layer it imitates under the ``uniform`` mapping.
 - ``random``: BERT's own initialisation (normal, std 0.02).
-README.kdnas.md records the measurement behind the default.
+docs/kdnas.md records the measurement behind the default.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, PreTrainedMo
 
 from kdnas.candidate import Candidate
 from kdnas.mapping import layer_map
+from latlab.blocks import ATTENTION_IMPLEMENTATION
 
 INITS = ("sliced", "random")
 
@@ -30,7 +31,7 @@ def student_config(candidate: Candidate, teacher: BertConfig, labels: int) -> Be
         num_attention_heads=candidate.heads,
         intermediate_size=candidate.ffn,
         num_labels=labels,
-        attn_implementation="sdpa",
+        attn_implementation=ATTENTION_IMPLEMENTATION,
     )
 
 

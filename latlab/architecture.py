@@ -111,7 +111,7 @@ class StudentEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         hidden_states = self.embeddings(input_ids)
-        mask = self.layers[0].attention_mask(hidden_states)  # built once per model, as BertModel does
+        mask = self.layers[0].build_mask(hidden_states)  # built once per model, as BertModel does
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask)
         return self.head(hidden_states)

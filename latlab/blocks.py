@@ -93,6 +93,8 @@ class EncoderLayer(nn.Module):
 
     Eager torch skips an all-ones mask, but an exported model (ONNX, OpenVINO) keeps it, and the masked softmax
     costs several percent per layer: a block without it underprices every exported Hugging Face encoder.
+    With static shapes the exporter folds the mask's construction into a constant, so a block does not pay
+    for building it (the exported graphs of blocks and whole models hold the same operators).
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -100,12 +102,12 @@ class EncoderLayer(nn.Module):
         self.config = config
         self.layer = BertLayer(config)
 
-    def attention_mask(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+    def build_mask(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         return create_bidirectional_mask(self.config, hidden_states, None)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is None:
-            attention_mask = self.attention_mask(hidden_states)
+            attention_mask = self.build_mask(hidden_states)
         return self.layer(hidden_states, attention_mask=attention_mask)
 
 

@@ -207,9 +207,10 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
     click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, within ±5% {accuracy.within_5pct:.0%}, "
                f"within ±10% {accuracy.within_10pct:.0%}, Spearman {accuracy.spearman:.3f} ({count} archs)")
     corrected = validation.drift_corrected
-    click.echo(f"reference blocks ran {validation.drift_pct:+.1f}% vs the profile (machine drift since profiling); "
-               f"corrected for it: MAPE {corrected.mape_pct:.2f}%, within ±5% {corrected.within_5pct:.0%}, "
-               f"within ±10% {corrected.within_10pct:.0%}")
+    if corrected is not None:
+        click.echo(f"reference blocks ran {validation.drift_pct:+.1f}% vs the profile (machine drift since "
+                   f"profiling); corrected for it: MAPE {corrected.mape_pct:.2f}%, within ±5% "
+                   f"{corrected.within_5pct:.0%}, within ±10% {corrected.within_10pct:.0%}")
     if json_path:
         write_json(json_path, validation_json(loaded, validation, seed, profile_path))
     if plot_path:

@@ -109,8 +109,9 @@ class Profile:
             raise LatlabError(f"{source}: schema_version {version} is newer than this latlab understands "
                               f"({SCHEMA_VERSION}); upgrade latlab")
         if version < SCHEMA_VERSION:
-            raise LatlabError(f"{source}: schema_version {version} priced layer blocks without the attention mask "
-                              "exported models carry; re-measure it with 'latlab profile'")
+            why = " priced layer blocks without the attention mask exported models carry;" if version == 1 else ""
+            raise LatlabError(f"{source}: schema_version {version} is older than this latlab's ({SCHEMA_VERSION});"
+                              f"{why} re-measure it with 'latlab profile'")
         try:
             entries = {}
             for key, raw in data["entries"].items():

@@ -6,6 +6,7 @@ import io
 import random
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -60,32 +61,34 @@ class Validation:
     rows: list[ArchResult]
     accuracy: Accuracy
     # How much slower (+) or faster (-) the machine ran reference blocks now than when it was profiled:
-    # errors of that size come from the machine's state, not from the profile's arithmetic.
-    drift_pct: float
+    # errors of that size come from the machine's state, not from the profile's arithmetic. None: no reference.
+    drift_pct: float | None
 
-    @property
-    def drift_corrected(self) -> Accuracy:
+    @cached_property
+    def drift_corrected(self) -> Accuracy | None:
         """The accuracy had the machine run as fast as when it was profiled."""
+        if self.drift_pct is None:
+            return None
         return Accuracy.of([r.predicted_ms for r in self.rows],
-                           [drift_corrected(r.measured.median_ms, self.drift_pct) for r in self.rows])
+                           [drift_corrected_ms(r.measured.median_ms, self.drift_pct) for r in self.rows])
 
 
-def reference_blocks(archs: list[Architecture], count: int = 3) -> list[Block]:
-    """The layer blocks the validated models use most, re-timed alongside them to expose drift."""
-    usage = Counter(b for a in archs for b in a.blocks() if b.kind == LAYER)
+def reference_blocks(archs: list[Architecture], profile: Profile, count: int = 3) -> list[Block]:
+    """The profiled layer blocks the measured models use most, re-timed alongside them to expose drift."""
+    usage = Counter(b for a in archs for b in a.blocks() if b.kind == LAYER and b.key in profile.entries)
     return [block for block, _ in usage.most_common(count)]
 
 
-def drift_corrected(measured_ms: float, drift_pct: float) -> float:
+def drift_corrected_ms(measured_ms: float, drift_pct: float) -> float:
     """A measurement scaled back to the machine's speed when the profile was measured."""
     return measured_ms / (1 + drift_pct / 100)
 
 
-def drift_pct(results: dict[str, Rounds], profile: Profile, references: list[Block]) -> float:
-    """Median over reference blocks of (now / when profiled) - 1, in percent; 0 without references."""
+def reference_drift_pct(results: dict[str, Rounds], profile: Profile, references: list[Block]) -> float | None:
+    """Median over reference blocks of (now / when profiled) - 1, in percent; None without references."""
     ratios = [LatencyStats.from_rounds(results[b.key]).median_ms / profile.entries[b.key].stats.median_ms
               for b in references]
-    return (float(np.median(ratios)) - 1) * 100 if ratios else 0.0
+    return (float(np.median(ratios)) - 1) * 100 if ratios else None
 
 
 def run_validation(
@@ -101,7 +104,7 @@ def run_validation(
     table = LatencyTable.from_profile(profile)
     archs = sample_architectures(profile, count, seed)
     predicted = [predict_ms(a, table) for a in archs]
-    references = reference_blocks(archs)
+    references = reference_blocks(archs, profile)
     items = {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)}
     items.update({block.key: build_block(block) for block in references})
     runners = prepare_all(backend, items, profile.settings, report)
@@ -111,11 +114,15 @@ def run_validation(
         for i, (a, p) in enumerate(zip(archs, predicted))
     ]
     return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]),
-                      drift_pct(results, profile, references))
+                      reference_drift_pct(results, profile, references))
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str) -> dict[str, Any]:
-    accuracy = validation.accuracy
+    accuracy, corrected = validation.accuracy, validation.drift_corrected
     return {
         "profile": profile_path,
         "backend": profile.backend,
@@ -125,14 +132,14 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "cpu_model": profile.fingerprint.cpu_model,
         "seed": seed,
         "n_archs": len(validation.rows),
-        "reference_drift_pct": round(validation.drift_pct, 2),
+        "reference_drift_pct": rounded(validation.drift_pct, 2),
         "mape_pct": round(accuracy.mape_pct, 3),
         "within_5pct": round(accuracy.within_5pct, 3),
         "within_10pct": round(accuracy.within_10pct, 3),
         "spearman": round(accuracy.spearman, 4),
-        "drift_corrected": {"mape_pct": round(validation.drift_corrected.mape_pct, 3),
-                            "within_5pct": round(validation.drift_corrected.within_5pct, 3),
-                            "within_10pct": round(validation.drift_corrected.within_10pct, 3)},
+        "drift_corrected": corrected and {"mape_pct": round(corrected.mape_pct, 3),
+                                          "within_5pct": round(corrected.within_5pct, 3),
+                                          "within_10pct": round(corrected.within_10pct, 3)},
         "archs": [
             {
                 "arch": r.arch.to_json(),

@@ -239,4 +239,18 @@ def test_measure_times_a_finished_student_next_to_its_prediction(setup: dict[str
 def test_measure_refuses_a_folder_without_a_model(setup: dict[str, Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["measure", str(tmp_path), "--profile", str(setup["profile"])])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
-    assert f"{tmp_path}: no Hugging Face model here" in result.output
+    assert f"model {tmp_path}: no config.json there; pass a kdnas run folder" in result.output
+
+
+@pytest.mark.parametrize("change, needle", [({"vocab_size": 99}, "vocabulary 99 differs from space 'tiny-test'"),
+                                            ({"max_position_embeddings": 8}, "8 positions, but space 'tiny-test' "
+                                                                             "prices seq_len 16")])
+def test_measure_refuses_a_model_the_profile_cannot_price(setup: dict[str, Path], tmp_path: Path, change: dict,
+                                                          needle: str) -> None:
+    config = BertConfig.from_pretrained(setup["teacher"])
+    for key, value in change.items():
+        setattr(config, key, value)
+    BertModel(config).save_pretrained(tmp_path / "model")
+    result = CliRunner().invoke(main, ["measure", str(tmp_path / "model"), "--profile", str(setup["profile"]),
+                                       "--force"])
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output, result.output

@@ -174,8 +174,8 @@ def test_other_schemas_are_refused_and_the_current_is_read(tmp_path: Path, valid
     with pytest.raises(LatlabError, match=f"schema_version {SCHEMA_VERSION + 1} is newer .*upgrade latlab"):
         load_profile(path)
     path.write_text(json.dumps({**valid, "schema_version": 1}))
-    with pytest.raises(LatlabError, match="schema_version 1 priced layer blocks without the attention mask.*"
-                                          "re-measure it with 'latlab profile'"):
+    with pytest.raises(LatlabError, match="schema_version 1 is older .* priced layer blocks without the attention "
+                                          "mask .*re-measure it with 'latlab profile'"):
         load_profile(path)
     path.write_text(json.dumps({**valid, "schema_version": SCHEMA_VERSION}))
     assert load_profile(path).schema_version == SCHEMA_VERSION

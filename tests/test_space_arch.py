@@ -94,23 +94,17 @@ def test_whole_model_is_made_of_exactly_the_priced_blocks() -> None:
 def test_exported_whole_model_runs_the_same_operators_as_the_hugging_face_model() -> None:
     """Profiles price exported HF encoders: a missing attention-mask op made them 4-8% optimistic on ONNX Runtime."""
     onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript")
     from transformers import BertForSequenceClassification
 
     from backends.onnx_export import export_onnx
-
-    class Logits(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids).logits
+    from kdnas.measure import LogitsOnly
 
     uniform = Architecture(hidden=32, heads=(2, 2), ffn=(64, 64), seq_len=8, batch=1, labels=3, vocab=50)
     model, example = build_model(uniform)
     config = bert_config(uniform.hidden, 2, 64, uniform.vocab, uniform.seq_len, uniform.labels)
     config.num_hidden_layers = uniform.layers
-    hugging_face = Logits(BertForSequenceClassification(config).eval()).eval()
+    hugging_face = LogitsOnly(BertForSequenceClassification(config).eval()).eval()
 
     def operators(module: torch.nn.Module) -> Counter:
         return Counter(node.op_type for node in onnx.load_from_string(export_onnx(module, example)).graph.node)
