@@ -176,24 +176,34 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 def compare(runs: tuple[str, ...]) -> None:
-    """Best reward per controller over run folders (mean ± sd over seeds): is the controller worth it?"""
+    """Best reward per controller over run folders (mean ± sd over seeds): is the controller worth it?
+
+    Also the mean reward of the candidates proposed after the first episode, once the controller has rewards to
+    learn from: a controller can propose better candidates on average without finding a better best one.
+    """
     import json
     import statistics
 
-    best_by_kind: dict[str, list[float]] = {}
+    by_kind: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
         folder = Path(run)
         try:
             kind = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["controller"]["kind"]
             records = [json.loads(line) for line in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines() if line]
-        except (OSError, KeyError, json.JSONDecodeError) as exc:
-            raise LatlabError(f"{folder}: not a kdnas run folder ({exc})") from None
-        best_reward = max(r["reward"] for r in records)
-        best_by_kind.setdefault(kind, []).append(best_reward)
-        click.echo(f"{folder}: {kind}, {len(records)} candidates, best reward {best_reward:.4f}")
-    for kind, values in sorted(best_by_kind.items()):
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        click.echo(f"{kind:<10} best reward {statistics.mean(values):.4f} ± {spread:.4f} over {len(values)} run(s)")
+            best_reward = max(r["reward"] for r in records)
+            later = [r["reward"] for r in records if r["episode"] > 1] or [float("nan")]
+        except (OSError, KeyError, ValueError) as exc:  # ValueError: bad JSON, or no candidate yet
+            raise LatlabError(f"{folder}: not a finished kdnas run folder ({exc})") from None
+        by_kind.setdefault(kind, []).append((best_reward, statistics.mean(later)))
+        click.echo(f"{folder}: {kind}, {len(records)} candidates, best reward {best_reward:.4f}, "
+                   f"mean reward after episode 1 {statistics.mean(later):.4f}")
+
+    def mean_sd(values: list[float]) -> str:
+        return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+    for kind, pairs in sorted(by_kind.items()):
+        click.echo(f"{kind:<10} best reward {mean_sd([b for b, _ in pairs])} over {len(pairs)} run(s); "
+                   f"mean reward after episode 1 {mean_sd([m for _, m in pairs])}")
 
 
 def model_folder(path: str) -> Path:
