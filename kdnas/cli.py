@@ -35,7 +35,7 @@ from latlab.protocol import Protocol
 from latlab.registry import load_backend
 from latlab.space import SearchSpace, load_space
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message in logs, too
 
 TARGET_RATIO = 0.25  # a 4x predicted speedup over the teacher unless --budget-ms says otherwise
 # --quick: the same pipeline at CI size (about 2 minutes on 2 cores).

@@ -29,7 +29,7 @@ from latlab.report_cli import report
 from latlab.space import load_space
 from latlab.validate import plot, run_validation, validation_json
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message in logs, too
 
 
 class Group(click.Group):
