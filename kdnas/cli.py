@@ -12,14 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from kdnas.controller import CONTROLLERS, ControllerConfig
 from kdnas.data import check_encoder, default_teacher_dir, load_classifier, load_data
 from kdnas.distill import DistillConfig
 from kdnas.evaluate import OBJECTIVES, EvalSettings
 from kdnas.final import FinalConfig, run_final
-from kdnas.measure import priced_architecture, time_models
+from kdnas.measure import predicted_or_none, priced_architecture, time_models
 from kdnas.mapping import MAPPINGS
 from kdnas.report import plot_pareto, report_markdown, signed_pct, write_report
 from kdnas.reward import RewardConfig
@@ -27,15 +26,13 @@ from kdnas.search import LOG_FILE, RUN_FILE, SearchPlan, allowed, best, prepare_
 from kdnas.student import INITS
 from latlab.architecture import Architecture
 from latlab.atomic import check_writable, write_json
-from latlab.cli import Group, check_same_machine, progress_bar
+from latlab.cli import Group, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
-from latlab.predict import LatencyTable, predict_ms
-from latlab.profile import load_profile
+from latlab.predict import LatencyTable
+from latlab.profile import load_complete_profile
 from latlab.protocol import Protocol
-from latlab.registry import load_backend
 from latlab.space import SearchSpace, load_space
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message in logs, too
 
 TARGET_RATIO = 0.25  # a 4x predicted speedup over the teacher unless --budget-ms says otherwise
 # --quick: the same pipeline at CI size (about 2 minutes on 2 cores).
@@ -118,20 +115,15 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     data = load_data(data_path)
     if objective == "labelled" and data.labels is None:
         raise LatlabError(f"data {data_path}: the labelled objective needs a 'label' column")
-    profile = load_profile(profile_path)
-    if not profile.complete:
-        raise LatlabError(f"{profile_path}: profile is incomplete; finish it with 'latlab profile --resume'")
+    profile = load_complete_profile(profile_path)
     space = load_space(space_path) if space_path else profile.space
     table = LatencyTable.from_profile(profile)
     priced = price(space, table, profile_path)
     teacher_arch = teacher_architecture(teacher_dir, space)
-    try:
-        teacher_predicted: float | None = predict_ms(teacher_arch, table)
-    except LatlabError:
-        teacher_predicted = None
-    reward_config = RewardConfig(target_ms(table, teacher_arch, budget_ms, target_ratio or TARGET_RATIO, profile_path),
+    teacher_predicted = predicted_or_none(teacher_arch, table)
+    reward_config = RewardConfig(target_ms(teacher_predicted, teacher_arch, budget_ms, target_ratio or TARGET_RATIO, profile_path),
                                  weight_under, weight_over, budget_ms)
-    allowed(priced, reward_config)
+    in_budget = allowed(priced, reward_config)
 
     if quick:
         episodes, candidates = min(episodes, QUICK["episodes"]), min(candidates, QUICK["candidates"])
@@ -142,7 +134,7 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     records = prepare_out(folder, plan, resume)
 
     err.print(f"KD-NAS on {profile.label} ({profile_path}); space {space.name!r}: {len(priced)} uniform candidates, "
-              f"{len(allowed(priced, reward_config))} within budget; training on {device}")
+              f"{len(in_budget)} within budget; training on {device}")
     err.print(reward_config.describe())
     if data.labels is not None and len(data.label_names) != space.labels:
         err.print(f"note: the profile prices a {space.labels}-label head, the data has {len(data.label_names)} "
@@ -233,14 +225,7 @@ def measure_command(models: tuple[str, ...], profile_paths: tuple[str, ...], tea
     folders = {m: model_folder(m) for m in models}  # named as given: unique, and the reader knows them
     if teacher_dir is not None:
         folders["teacher"] = check_encoder(teacher_dir)
-    profiles = {}
-    for path in profile_paths:
-        profile = load_profile(path)
-        if not profile.complete:
-            raise LatlabError(f"{path}: profile is incomplete; finish it with 'latlab profile --resume'")
-        check_same_machine(profile, path, force)
-        load_backend(profile.backend).check(profile.settings)
-        profiles[path] = profile
+    profiles = {path: profile_to_measure_with(path, force)[0] for path in profile_paths}
     if json_path:
         check_writable(json_path)
     loaded = {name: load_classifier(folder, "model") for name, folder in folders.items()}

@@ -12,8 +12,7 @@ seed, which is what lets ``--resume`` continue a search exactly where it stopped
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -34,9 +33,6 @@ class ControllerConfig:
     lr: float = 1e-2
     population: int = 4  # evolution: parents are the best this many
     seed: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class RewardPredictor(nn.Module):

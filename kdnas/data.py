@@ -126,7 +126,7 @@ def read_rows(path: Path) -> list[dict]:
     except OSError as exc:
         raise LatlabError(f"data {path}: cannot read it ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
-        raise LatlabError(f"data {path}: cannot parse as {'JSONL' if path.suffix == '.jsonl' else 'CSV'} ({exc})") from None
+        raise LatlabError(f"data {path}: cannot parse as {'JSONL' if path.suffix.lower() == '.jsonl' else 'CSV'} ({exc})") from None
 
 
 def load_data(path: str | Path | None) -> TextData:

@@ -65,7 +65,8 @@ class TeacherTargets:
         return cls(batches, [tuple(h.half() for h in s) for s in states], variances)
 
     def __iter__(self) -> Iterator[tuple[Batch, States]]:
-        return ((b, tuple(h.float() for h in s)) for b, s in zip(self.batches, self.states))
+        """Stored (fp16) states: ``hidden_loss`` converts only the layers its pairs read."""
+        return zip(self.batches, self.states)
 
 
 class Projections(nn.Module):
@@ -86,17 +87,22 @@ class Projections(nn.Module):
                 linear.weight.zero_()
                 linear.bias.zero_()
                 if sliced:
-                    linear.weight[:student_width, :student_width] = torch.eye(min(student_width, teacher_width))
+                    shared = min(student_width, teacher_width)
+                    linear.weight[:shared, :shared] = torch.eye(shared)
 
 
 def hidden_loss(student: States, teacher: States, mask: torch.Tensor, projections: Projections,
                 variances: tuple[float, ...]) -> torch.Tensor:
-    """Mean over pairs of masked MSE(projected student, teacher) / teacher variance."""
+    """Mean over pairs of masked MSE(projected student, teacher) / teacher variance.
+
+    Teacher states may be stored in another precision or device: only the mapped ones are converted.
+    """
     weight = mask.unsqueeze(-1).to(student[0].dtype)
     tokens = weight.sum()
     losses = []
     for (s, t), project in zip(projections.pairs, projections.maps):
-        error = (project(student[s]) - teacher[t]).pow(2).mean(dim=-1, keepdim=True)
+        target = teacher[t].to(student[s].device, student[s].dtype)
+        error = (project(student[s]) - target).pow(2).mean(dim=-1, keepdim=True)
         losses.append((error * weight).sum() / tokens / variances[t])
     return torch.stack(losses).mean()
 
@@ -107,8 +113,7 @@ def student_states(student: nn.Module, batch: Batch) -> States:
 
 
 def distill(student: nn.Module, teacher_layers: int, teacher_width: int, train: Callable[[], Iterable[tuple[Batch, States]]],
-            variances: tuple[float, ...], config: DistillConfig, device: str = "cpu", sliced: bool = False,
-            on_step: Callable[[int, float], None] | None = None) -> Projections:
+            variances: tuple[float, ...], config: DistillConfig, device: str = "cpu", sliced: bool = False) -> Projections:
     """Train ``student`` (a ``BertModel``) and its projections for ``config.steps`` steps.
 
     ``train()`` returns an iterable of (batch, teacher states); it is cycled when shorter than the steps.
@@ -124,14 +129,11 @@ def distill(student: nn.Module, teacher_layers: int, teacher_width: int, train: 
     while step < config.steps:
         for (ids, mask), targets in train():
             batch = (ids.to(device), mask.to(device))
-            loss = hidden_loss(student_states(student, batch), tuple(t.to(device) for t in targets), batch[1],
-                               projections, variances)
+            loss = hidden_loss(student_states(student, batch), targets, batch[1], projections, variances)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            if on_step:
-                on_step(step, float(loss))
             if step >= config.steps:
                 break
     student.embeddings.word_embeddings.weight.requires_grad_(True)
@@ -146,8 +148,7 @@ def held_out_loss(student: nn.Module, projections: Projections, targets: Teacher
     for (ids, mask), states in targets:
         batch = (ids.to(device), mask.to(device))
         count = float(mask.sum())
-        loss = hidden_loss(student_states(student, batch), tuple(t.to(device) for t in states), batch[1], projections,
-                           targets.variances)
+        loss = hidden_loss(student_states(student, batch), states, batch[1], projections, targets.variances)
         total += float(loss) * count
         tokens += count
     return total / tokens

@@ -8,7 +8,7 @@ and the teacher's hidden states on it are loaded once per process and reused (``
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -37,9 +37,6 @@ class EvalSettings:
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=20))
     device: str = "cpu"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ def evaluate(candidate: Candidate, settings: EvalSettings) -> CandidateResult:
     context = proxy_context(settings)
     teacher = context.teacher.config
     model = build_student(candidate, context.teacher, context.labels, settings.init, seed=settings.distill.seed)
-    projections = distill(model.bert, teacher.num_hidden_layers, teacher.hidden_size, lambda: iter(context.train),
+    projections = distill(model.bert, teacher.num_hidden_layers, teacher.hidden_size, lambda: context.train,
                           context.train.variances, settings.distill, settings.device,
                           sliced=settings.init == "sliced")
     loss = held_out_loss(model.bert, projections, context.held_out, settings.device)

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from transformers import BertForSequenceClassification
 
 from backends.onnx_export import export_onnx
@@ -22,6 +21,7 @@ from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
 from kdnas.measure import LogitsOnly, Timing, time_models
 from kdnas.student import build_student, count_parameters
+from latlab.architecture import example_ids
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
 from latlab.profile import Profile
@@ -104,8 +104,7 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
 
     student.cpu().eval()
     save_student(student, tokenizer, out / "student")
-    arch = candidate.architecture(space)
-    example = (torch.zeros((arch.batch, arch.seq_len), dtype=torch.long),)
+    example = (example_ids(candidate.architecture(space)),)
     write_bytes(out / "student.onnx", export_onnx(LogitsOnly(student).eval(), example))
     try:
         latency = time_models(profile, {"student": student, "teacher": classifier}, space, config.protocol)

@@ -14,17 +14,16 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from kdnas.candidate import Candidate
-from latlab.architecture import Architecture
-from latlab.blocks import build_block
+from latlab.architecture import Architecture, example_ids
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
-from latlab.profiling import Report, prepare_all, quiet
-from latlab.protocol import Protocol, measure
+from latlab.profiling import Report, quiet
+from latlab.protocol import Protocol
 from latlab.registry import load_backend
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
-from latlab.validate import drift_corrected_ms, reference_blocks, reference_drift_pct
+from latlab.validate import drift_corrected_ms, error_pct, time_with_references
 
 
 class LogitsOnly(nn.Module):
@@ -60,7 +59,7 @@ class Timing:
         measured = row.measured.median_ms
         if drift_corrected:
             measured = drift_corrected_ms(measured, self.drift_pct)
-        return (row.predicted_ms - measured) / measured * 100
+        return error_pct(row.predicted_ms, measured)
 
 
 def priced_architecture(config: PretrainedConfig, space: SearchSpace, name: str) -> Architecture:
@@ -92,16 +91,9 @@ def time_models(profile: Profile, models: dict[str, PreTrainedModel], space: Sea
     backend.check(profile.settings)
     table = LatencyTable.from_profile(profile)
     archs = {name: priced_architecture(model.config, space, name) for name, model in models.items()}
-    references = reference_blocks(list(archs.values()), profile)
     torch.manual_seed(0)
-    items: dict[str, tuple] = {}
-    for name, model in models.items():
-        ids = torch.randint(0, space.vocab, (archs[name].batch, archs[name].seq_len), dtype=torch.long)
-        items[name] = (LogitsOnly(model.cpu()).eval(), (ids,))
-    items.update({block.key: build_block(block) for block in references})
-    runners = prepare_all(backend, items, profile.settings, report)
-    results, unstable = measure(runners, protocol or profile.protocol,
-                                on_round=lambda done, total, _: report("measure", done, total))
-    rows = {name: Timed(predicted_or_none(archs[name], table), LatencyStats.from_rounds(results[name]),
-                        name in unstable) for name in models}
-    return Timing(rows, reference_drift_pct(results, profile, references))
+    items = {name: (LogitsOnly(model.cpu()).eval(), (example_ids(archs[name]),)) for name, model in models.items()}
+    timed = time_with_references(profile, backend, items, list(archs.values()), protocol or profile.protocol, report)
+    rows = {name: Timed(predicted_or_none(archs[name], table), timed.stats[name], name in timed.unstable)
+            for name in models}
+    return Timing(rows, timed.drift_pct)

@@ -7,8 +7,7 @@ profile's prediction, never a timing taken during the search.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from latlab.errors import LatlabError
 
@@ -23,9 +22,6 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if not self.target_ms > 0:
             raise LatlabError(f"reward target must be a positive number of ms, got {self.target_ms}")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
     def describe(self) -> str:
         budget = f", hard budget {self.budget_ms:.3f} ms" if self.budget_ms is not None else ""

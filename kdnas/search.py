@@ -8,7 +8,6 @@ episodes, so ``--resume`` recomputes the interrupted episode's proposals and ski
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.final import FinalConfig
 from kdnas.reward import RewardConfig, reward, within_budget
 from latlab.architecture import Architecture
-from latlab.atomic import write_json, write_text
+from latlab.atomic import check_writable, write_json, write_text
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict_ms
 from latlab.space import SearchSpace
@@ -81,15 +80,16 @@ def price(space: SearchSpace, table: LatencyTable, source: str) -> dict[Candidat
     return priced
 
 
-def target_ms(table: LatencyTable, teacher: Architecture, budget_ms: float | None, ratio: float, source: str) -> float:
-    """The reward's latency target: the budget when given, else ``ratio`` x the teacher's predicted latency."""
+def target_ms(teacher_ms: float | None, teacher: Architecture, budget_ms: float | None, ratio: float,
+              source: str) -> float:
+    """The reward's latency target: the budget when given, else ``ratio`` x the teacher's predicted latency
+    (``teacher_ms``, None when the profile cannot price the teacher)."""
     if budget_ms is not None:
         return budget_ms
-    try:
-        return ratio * predict_ms(teacher, table)
-    except LatlabError:
+    if teacher_ms is None:
         raise LatlabError(f"profile {source} cannot price the teacher (hidden {teacher.hidden}, {teacher.layers} "
-                          "layers), so --target-ratio has no reference; pass --budget-ms instead") from None
+                          "layers), so --target-ratio has no reference; pass --budget-ms instead")
+    return ratio * teacher_ms
 
 
 def allowed(priced: dict[Candidate, float], config: RewardConfig) -> list[Candidate]:
@@ -116,9 +116,7 @@ def prepare_out(out: Path, plan: SearchPlan, resume: bool) -> list[Record]:
         return [Record.from_json(json.loads(line)) for line in lines if line.strip()]
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LatlabError(f"{out}: already exists and is not empty; pass --resume to continue it or choose another --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise LatlabError(f"{out}: cannot create the output folder there; choose a writable --out")
+    check_writable(out)
     return []
 
 

@@ -117,7 +117,12 @@ class StudentEncoder(nn.Module):
         return self.head(hidden_states)
 
 
+def example_ids(arch: Architecture) -> torch.Tensor:
+    """Token ids of the architecture's exact shape: what a profile's latencies are per call of."""
+    return torch.randint(0, arch.vocab, (arch.batch, arch.seq_len), dtype=torch.long)
+
+
 def build_model(arch: Architecture, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(seed)
-    ids = torch.randint(0, arch.vocab, (arch.batch, arch.seq_len), dtype=torch.long)
+    ids = example_ids(arch)
     return StudentEncoder(arch).eval(), (ids,)

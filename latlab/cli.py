@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latlab.architecture import load_architecture
 from latlab.atomic import check_writable, write_json
-from latlab.backend import BackendInfo, Settings
+from latlab.backend import Backend, BackendInfo, Settings
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
 from latlab.predict import LatencyTable, predict
-from latlab.profile import Profile, default_name, load_profile
+from latlab.profile import Profile, default_name, load_complete_profile, load_profile
 from latlab.profiling import Report, continue_profile, new_profile, open_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
@@ -75,6 +75,15 @@ def check_same_machine(profile: Profile, path: str, force: bool) -> None:
     if not force:
         raise LatlabError(message + "; measure a profile here, or pass --force")
     err.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+
+def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
+    """A complete profile of this machine whose backend and settings can run here, or one line saying why not."""
+    profile = load_complete_profile(path)
+    check_same_machine(profile, path, force)
+    backend = load_backend(profile.backend)
+    backend.check(profile.settings)
+    return profile, backend
 
 
 @click.group(cls=Group)
@@ -142,7 +151,7 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     started = time.monotonic()
     opened = open_profile(backend, settings, space, protocol, Path(out), resume)
     err.print(f"Profiling {len(space.blocks())} blocks of space {space.name!r} on {backend.name} "
-              f"({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False, soft_wrap=True)
+              f"({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False)
     with progress_bar() as report:
         result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
@@ -184,18 +193,13 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
              min_seconds: float | None, force: bool) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
-    loaded = load_profile(profile_path)
-    if not loaded.complete:
-        raise LatlabError(f"{profile_path}: profile is incomplete; finish it with 'latlab profile --resume'")
-    check_same_machine(loaded, profile_path, force)
-    backend = load_backend(loaded.backend)
-    backend.check(loaded.settings)
+    loaded, backend = profile_to_measure_with(profile_path, force)
     for path in (json_path, plot_path):
         if path:
             check_writable(path)
     protocol = loaded.protocol
     if min_seconds is not None:
-        protocol = Protocol.from_json({**protocol.to_json(), "min_seconds": min_seconds})
+        protocol = replace(protocol, min_seconds=min_seconds)
     with progress_bar() as report:
         validation = run_validation(loaded, backend, count, seed, protocol, report)
     accuracy = validation.accuracy

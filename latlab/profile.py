@@ -147,6 +147,14 @@ def load_profile(path: str | Path) -> Profile:
     return Profile.from_json(data, str(path))
 
 
+def load_complete_profile(path: str | Path) -> Profile:
+    """A profile to predict or measure with: an interrupted one prices only part of its space."""
+    profile = load_profile(path)
+    if not profile.complete:
+        raise LatlabError(f"{path}: profile is incomplete; finish it with 'latlab profile --resume'")
+    return profile
+
+
 def save_profile(profile: Profile, path: str | Path) -> None:
     write_json(path, profile.to_json())
 

@@ -31,7 +31,12 @@ class ArchResult:
 
     @property
     def error_pct(self) -> float:
-        return (self.predicted_ms - self.measured.median_ms) / self.measured.median_ms * 100
+        return error_pct(self.predicted_ms, self.measured.median_ms)
+
+
+def error_pct(predicted_ms: float, measured_ms: float) -> float:
+    """Signed prediction error: + when the profile predicts slower than measured."""
+    return (predicted_ms - measured_ms) / measured_ms * 100
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,27 @@ def reference_drift_pct(results: dict[str, Rounds], profile: Profile, references
     return (float(np.median(ratios)) - 1) * 100 if ratios else None
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """Whole models measured against a profile, with the drift its reference blocks showed in the same rounds."""
+
+    stats: dict[str, LatencyStats]
+    unstable: set[str]
+    drift_pct: float | None  # None when no reference block could be timed
+
+
+def time_with_references(profile: Profile, backend: Backend, items: dict[str, tuple], archs: list[Architecture],
+                         protocol: Protocol, report: Report = quiet) -> Measurement:
+    """``items`` (name -> module, example inputs) and the profiled layer blocks ``archs`` use most, interleaved
+    with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted"."""
+    references = reference_blocks(archs, profile)
+    runners = prepare_all(backend, {**items, **{block.key: build_block(block) for block in references}},
+                          profile.settings, report)
+    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
+    return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
+                       reference_drift_pct(results, profile, references))
+
+
 def run_validation(
     profile: Profile,
     backend: Backend,
@@ -104,17 +130,11 @@ def run_validation(
     table = LatencyTable.from_profile(profile)
     archs = sample_architectures(profile, count, seed)
     predicted = [predict_ms(a, table) for a in archs]
-    references = reference_blocks(archs, profile)
-    items = {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)}
-    items.update({block.key: build_block(block) for block in references})
-    runners = prepare_all(backend, items, profile.settings, report)
-    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
-    rows = [
-        ArchResult(a, p, LatencyStats.from_rounds(results[f"arch{i}"]), f"arch{i}" in unstable)
-        for i, (a, p) in enumerate(zip(archs, predicted))
-    ]
-    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]),
-                      reference_drift_pct(results, profile, references))
+    timed = time_with_references(profile, backend, {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)},
+                                 archs, protocol, report)
+    rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable)
+            for i, (a, p) in enumerate(zip(archs, predicted))]
+    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct)
 
 
 def rounded(value: float | None, digits: int) -> float | None:

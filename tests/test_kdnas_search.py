@@ -173,11 +173,11 @@ def test_budget_below_fastest(setup: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_unwritable_or_existing_out(setup: dict[str, Path], tmp_path: Path) -> None:
-    assert "cannot create" in refused(setup, tmp_path / "nowhere" / "o")
+    assert "does not exist" in refused(setup, tmp_path / "nowhere" / "o")
     if os.geteuid() != 0:  # root writes anywhere; the missing-folder case above still covers the check
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        assert "cannot create" in refused(setup, locked / "o")
+        assert "not writable" in refused(setup, locked / "o")
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("x")
