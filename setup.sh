@@ -25,5 +25,5 @@ rm -f runs/setup/tiny-onnxruntime.json
     --json runs/setup/tiny-onnxruntime.validation.json
 # The main job at CI size: a quick KD-NAS search on the shipped ONNX Runtime profile (about 2 minutes).
 rm -rf runs/setup/kdnas-quick
-.venv/bin/kdnas search --profile profiles/amd-epyc-1t-onnxruntime-f32.json --quick --out runs/setup/kdnas-quick
+.venv/bin/kdnas search --profile profiles/amd-epyc-avx2-1t-onnxruntime-f32.json --quick --out runs/setup/kdnas-quick
 echo "setup done: activate with 'source .venv/bin/activate'; run the tests with '.venv/bin/python -m pytest'"

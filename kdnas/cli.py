@@ -29,6 +29,7 @@ from latlab.atomic import check_writable, write_json
 from latlab.cli import Group, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable
+from latlab.machine import foreign_message, profile_problems
 from latlab.profile import load_complete_profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace, load_space
@@ -116,6 +117,10 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     if objective == "labelled" and data.labels is None:
         raise LatlabError(f"data {data_path}: the labelled objective needs a 'label' column")
     profile = load_complete_profile(profile_path)
+    foreign = profile_problems(profile)
+    if foreign:  # the search still runs (a profile may be meant for another machine); its latencies are that one's
+        err.print(f"[yellow]Warning:[/] {foreign_message(profile_path, foreign)}; the search targets that machine, "
+                  "not this one", highlight=False)
     space = load_space(space_path) if space_path else profile.space
     table = LatencyTable.from_profile(profile)
     priced = price(space, table, profile_path)
@@ -157,10 +162,16 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / "pareto.png")
     write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted))
     latency = result.latency
-    measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
-                f"({signed_pct(latency.error_pct('student'))}, "
-                f"{signed_pct(latency.error_pct('student', drift_corrected=True))} corrected for "
-                f"{signed_pct(latency.drift_pct)} drift)") if latency else f"not measured ({result.not_measured})"
+    if latency is None:
+        measured = f"not measured ({result.not_measured})"
+    elif latency.foreign:
+        measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
+                    f"({signed_pct(latency.error_pct('student'))}: the profile is from other hardware or runtime)")
+    else:
+        measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
+                    f"({signed_pct(latency.error_pct('student'))}, "
+                    f"{signed_pct(latency.error_pct('student', drift_corrected=True))} corrected for "
+                    f"{signed_pct(latency.drift_pct)} drift)")
     click.echo(f"{folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
                f"{time.monotonic() - started:.0f} s in all")
 

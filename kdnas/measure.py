@@ -16,6 +16,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from kdnas.candidate import Candidate
 from latlab.architecture import Architecture, example_ids
 from latlab.errors import LatlabError
+from latlab.machine import profile_problems
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
 from latlab.profiling import Report, quiet
@@ -50,11 +51,12 @@ class Timing:
 
     rows: dict[str, Timed]
     drift_pct: float | None  # reference blocks now vs when profiled (+: slower now); None when none was timed
+    foreign: tuple[str, ...] = ()  # how this machine differs from the profile's: then a gap is hardware, not drift
 
     def error_pct(self, name: str, drift_corrected: bool = False) -> float | None:
         """(predicted - measured) / measured; corrected, the measurement is first scaled back by the drift."""
         row = self.rows[name]
-        if row.predicted_ms is None or (drift_corrected and self.drift_pct is None):
+        if row.predicted_ms is None or (drift_corrected and (self.drift_pct is None or self.foreign)):
             return None
         measured = row.measured.median_ms
         if drift_corrected:
@@ -96,4 +98,4 @@ def time_models(profile: Profile, models: dict[str, PreTrainedModel], space: Sea
     timed = time_with_references(profile, backend, items, list(archs.values()), protocol or profile.protocol, report)
     rows = {name: Timed(predicted_or_none(archs[name], table), timed.stats[name], name in timed.unstable)
             for name in models}
-    return Timing(rows, timed.drift_pct)
+    return Timing(rows, timed.drift_pct, tuple(profile_problems(profile)))

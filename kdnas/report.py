@@ -74,10 +74,15 @@ def ms(value: float | None) -> str:
 
 def latency_sentence(predicted_ms: float, latency: Timing) -> str:
     measured = latency.rows["student"].measured
-    return (f"Student predicted vs measured: {signed_pct(latency.error_pct('student'))} (predicted {predicted_ms:.3f} "
-            f"ms, measured median {measured.median_ms:.3f} ms, p90 {measured.p90_ms:.3f} ms). The profile's reference "
-            f"blocks ran {signed_pct(latency.drift_pct)} against the profile in the same rounds; corrected for that "
-            f"machine drift the error is {signed_pct(latency.error_pct('student', drift_corrected=True))}.")
+    found = (f"Student predicted vs measured: {signed_pct(latency.error_pct('student'))} (predicted {predicted_ms:.3f} "
+             f"ms, measured median {measured.median_ms:.3f} ms, p90 {measured.p90_ms:.3f} ms). ")
+    if latency.foreign:
+        return found + (f"The profile was measured on other hardware or runtime ({'; '.join(latency.foreign)}): the "
+                        "gap is that difference, not machine drift, and no drift correction applies. Measure a "
+                        "profile on this machine to target it.")
+    return found + (f"The profile's reference blocks ran {signed_pct(latency.drift_pct)} against the profile in the "
+                    f"same rounds; corrected for that machine drift the error is "
+                    f"{signed_pct(latency.error_pct('student', drift_corrected=True))}.")
 
 
 def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], chosen: Record, final: FinalResult,

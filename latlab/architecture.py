@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from latlab.atomic import read_json
-from latlab.blocks import Block, ClassifierHead, EmbeddingsBlock, EncoderLayer, bert_config, embeddings_block, head_block, layer_block
+from latlab.blocks import Block, Encoder, embeddings_block, head_block, layer_block
 from latlab.errors import LatlabError
 
 
@@ -96,33 +95,12 @@ def load_architecture(path: str | Path, defaults: dict[str, int] | None = None) 
     return Architecture.from_json(data, source=str(path))
 
 
-class StudentEncoder(nn.Module):
-    """The whole model made of exactly the blocks a profile prices, so validation tests additivity alone."""
-
-    def __init__(self, arch: Architecture) -> None:
-        super().__init__()
-        first = bert_config(arch.hidden, arch.heads[0], arch.ffn[0], arch.vocab, arch.seq_len, arch.labels)
-        self.embeddings = EmbeddingsBlock(first)
-        self.layers = nn.ModuleList(
-            EncoderLayer(bert_config(arch.hidden, a, f, arch.vocab, arch.seq_len, arch.labels))
-            for a, f in zip(arch.heads, arch.ffn)
-        )
-        self.head = ClassifierHead(first)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.embeddings(input_ids)
-        mask = self.layers[0].build_mask(hidden_states)  # built once per model, as BertModel does
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)
-        return self.head(hidden_states)
-
-
 def example_ids(arch: Architecture) -> torch.Tensor:
     """Token ids of the architecture's exact shape: what a profile's latencies are per call of."""
     return torch.randint(0, arch.vocab, (arch.batch, arch.seq_len), dtype=torch.long)
 
 
-def build_model(arch: Architecture, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+def build_model(arch: Architecture, seed: int = 0) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(seed)
     ids = example_ids(arch)
-    return StudentEncoder(arch).eval(), (ids,)
+    return Encoder(arch.hidden, list(zip(arch.heads, arch.ffn)), arch.vocab, arch.labels, arch.seq_len).eval(), (ids,)

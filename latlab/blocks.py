@@ -14,15 +14,18 @@ from transformers import BertConfig
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, BertPooler
 
-OVERHEAD, EMBEDDINGS, LAYER, HEAD = "overhead", "embeddings", "layer", "head"
-KINDS = (OVERHEAD, EMBEDDINGS, LAYER, HEAD)
+OVERHEAD, EMBEDDINGS, LAYER, HEAD, MODEL = "overhead", "embeddings", "layer", "head", "model"
+KINDS = (OVERHEAD, EMBEDDINGS, LAYER, HEAD, MODEL)
 
 # sdpa is transformers' default; fixed here so blocks and whole models run the same attention kernels.
 ATTENTION_IMPLEMENTATION = "sdpa"
 
 
 class Block(NamedTuple):
-    """One measurable piece; unused fields are 0. A tuple so that lookups during prediction stay cheap."""
+    """One measurable piece; unused fields are 0. A tuple so that lookups during prediction stay cheap.
+
+    A ``model`` block is a whole uniform model of ``layers`` copies of one layer (embeddings and head included):
+    how a layer costs inside a model, rather than alone with its weights kept warm (see ``latlab.predict``)."""
 
     kind: str
     batch: int
@@ -32,12 +35,14 @@ class Block(NamedTuple):
     ffn: int = 0
     vocab: int = 0
     labels: int = 0
+    layers: int = 0
 
     @property
     def key(self) -> str:
         """Stable, readable id used in profile files, e.g. ``layer/b1/s128/h256/a4/f1024``."""
         parts = [self.kind, f"b{self.batch}", f"s{self.seq_len}"]
-        for tag, value in (("h", self.hidden), ("a", self.heads), ("f", self.ffn), ("v", self.vocab), ("l", self.labels)):
+        for tag, value in (("h", self.hidden), ("a", self.heads), ("f", self.ffn), ("v", self.vocab), ("l", self.labels),
+                           ("L", self.layers)):
             if value:
                 parts.append(f"{tag}{value}")
         return "/".join(parts)
@@ -57,6 +62,14 @@ def layer_block(batch: int, seq_len: int, hidden: int, heads: int, ffn: int) -> 
 
 def head_block(batch: int, seq_len: int, hidden: int, labels: int) -> Block:
     return Block(HEAD, batch, seq_len, hidden=hidden, labels=labels)
+
+
+def in_models(layer: Block, model_depth: int, vocab: int, labels: int) -> tuple[Block, ...]:
+    """The blocks that price ``layer``: uniform whole models of 1 and ``model_depth`` copies of it, or the layer
+    alone when ``model_depth`` is 0 (profiles written before model blocks)."""
+    if not model_depth:
+        return (layer,)
+    return tuple(layer._replace(kind=MODEL, vocab=vocab, labels=labels, layers=d) for d in sorted({1, model_depth}))
 
 
 def bert_config(hidden: int, heads: int, ffn: int, vocab: int, max_positions: int, labels: int = 2) -> BertConfig:
@@ -125,6 +138,25 @@ class ClassifierHead(nn.Module):
         return self.classifier(self.pooler(hidden_states))
 
 
+class Encoder(nn.Module):
+    """A whole model made of exactly the blocks a profile prices: embeddings, one layer per (heads, ffn), head."""
+
+    def __init__(self, hidden: int, layers: list[tuple[int, int]], vocab: int, labels: int, max_positions: int) -> None:
+        super().__init__()
+        first = bert_config(hidden, layers[0][0], layers[0][1], vocab, max_positions, labels)
+        self.embeddings = EmbeddingsBlock(first)
+        self.layers = nn.ModuleList(EncoderLayer(bert_config(hidden, a, f, vocab, max_positions, labels))
+                                    for a, f in layers)
+        self.head = ClassifierHead(first)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.embeddings(input_ids)
+        mask = self.layers[0].build_mask(hidden_states)  # built once per model, as BertModel does
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask)
+        return self.head(hidden_states)
+
+
 def build_block(block: Block, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The module for a block, in eval mode, and an example input of the block's exact shape."""
     torch.manual_seed(seed)
@@ -138,6 +170,9 @@ def build_block(block: Block, seed: int = 0) -> tuple[nn.Module, tuple[torch.Ten
         return EmbeddingsBlock(config).eval(), (ids,)
     if block.kind == LAYER:
         return EncoderLayer(config).eval(), (hidden_states,)
+    if block.kind == MODEL:
+        layers = [(block.heads, block.ffn)] * block.layers
+        return Encoder(block.hidden, layers, block.vocab, block.labels, block.seq_len).eval(), (ids,)
     if block.kind == HEAD:
         return ClassifierHead(config).eval(), (hidden_states,)
     raise ValueError(f"unknown block kind {block.kind!r}")

@@ -20,6 +20,7 @@ from latlab.atomic import check_writable, write_json
 from latlab.backend import Backend, BackendInfo, Settings
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
+from latlab.machine import foreign_message, profile_problems
 from latlab.predict import LatencyTable, predict
 from latlab.profile import Profile, default_name, load_complete_profile, load_profile
 from latlab.profiling import Report, continue_profile, new_profile, open_profile
@@ -27,7 +28,7 @@ from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.report_cli import report
 from latlab.space import load_space
-from latlab.validate import plot, run_validation, validation_json
+from latlab.validate import error_pct, plot, run_validation, validation_json
 
 err = Console(stderr=True, soft_wrap=True)  # one line per message in logs, too
 
@@ -58,23 +59,14 @@ def progress_bar() -> Iterator[Report]:
 
 def check_same_machine(profile: Profile, path: str, force: bool) -> None:
     """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
-    problems = profile.fingerprint.differences(read_fingerprint(), include_gpus=profile.settings.device != "cpu")
-    try:
-        backend = load_backend(profile.backend)
-    except LatlabError:
-        if not force:
-            raise
-        problems.append(f"backend {profile.backend!r} is not installed here, so its version was not checked")
-    else:
-        if backend.is_available() and backend.runtime_version() != profile.runtime_version:
-            problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} "
-                            "in profile")
+    if not force:
+        load_backend(profile.backend)  # a backend that is not installed is its own, clearer refusal
+    problems = profile_problems(profile)
     if not problems:
         return
-    message = f"{path} was measured on other hardware or runtime: {'; '.join(problems)}"
     if not force:
-        raise LatlabError(message + "; measure a profile here, or pass --force")
-    err.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        raise LatlabError(foreign_message(path, problems) + "; measure a profile here, or pass --force")
+    err.print(f"[yellow]Warning:[/] {foreign_message(path, problems)}", highlight=False)
 
 
 def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
@@ -115,7 +107,8 @@ def backends(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(as_json: bool) -> None:
     """This machine's hardware fingerprint."""
-    fingerprint = read_fingerprint().to_json()
+    machine = read_fingerprint()
+    fingerprint = {"isa_level": machine.isa_level, **machine.to_json()}  # the machine kind, first
     if as_json:
         click.echo(json.dumps(fingerprint, indent=1))
         return
@@ -137,20 +130,25 @@ def info(as_json: bool) -> None:
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=Protocol.min_seconds, show_default=True,
               help="Minimum timed seconds per block.")
 @click.option("--min-samples", type=click.IntRange(min=1), default=Protocol.min_samples, show_default=True)
+@click.option("--model-depth", type=click.IntRange(min=0, max=24), default=Protocol.model_depth, show_default=True,
+              help="Time each layer inside uniform whole models of 1 and this many layers, to price layers as they "
+                   "run inside a model; 0 times layers alone (faster, but under-predicts whole models).")
 def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
-            resume: bool, rounds: int, min_seconds: float, min_samples: int) -> None:
+            resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int) -> None:
     """Measure every block of a space on one backend and write a device profile."""
     backend = load_backend(backend_name)
     settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
     backend.check(settings)
     space = load_space(space_path)
-    protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples)
+    if model_depth == 1:
+        raise LatlabError("--model-depth 1 cannot tell a layer's cost inside a model: use 0 (layers alone) or 2 or more")
+    protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples, model_depth=model_depth)
     if out is None:
         out = f"profiles/{default_name(new_profile(backend, settings, space, protocol))}.json"
     check_writable(out)
     started = time.monotonic()
     opened = open_profile(backend, settings, space, protocol, Path(out), resume)
-    err.print(f"Profiling {len(space.blocks())} blocks of space {space.name!r} on {backend.name} "
+    err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on {backend.name} "
               f"({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False)
     with progress_bar() as report:
         result = continue_profile(backend, opened, Path(out), report)
@@ -190,8 +188,11 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
               help="Override the profile's minimum seconds per model.")
 @click.option("--force", is_flag=True, help="Validate a profile measured on other hardware or runtime anyway.")
+@click.option("--same-run", is_flag=True,
+              help="Also re-time every block the models use, in the same rounds, and report the lookup table's own "
+                   "error, free of drift (about twice the time).")
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
-             min_seconds: float | None, force: bool) -> None:
+             min_seconds: float | None, force: bool, same_run: bool) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
     loaded, backend = profile_to_measure_with(profile_path, force)
     for path in (json_path, plot_path):
@@ -201,15 +202,23 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
     if min_seconds is not None:
         protocol = replace(protocol, min_seconds=min_seconds)
     with progress_bar() as report:
-        validation = run_validation(loaded, backend, count, seed, protocol, report)
+        validation = run_validation(loaded, backend, count, seed, protocol, report, same_run)
     accuracy = validation.accuracy
     for row in validation.rows:
         layers = ",".join(f"{a}/{f}" for a, f in zip(row.arch.heads, row.arch.ffn))
+        same = (f"  same run {error_pct(row.same_run_predicted_ms, row.measured.median_ms):+6.1f}%"
+                if row.same_run_predicted_ms is not None else "")
         click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} [{layers}]".ljust(60)
                    + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
-                   f"{row.error_pct:+6.1f}%" + ("  (unstable)" if row.unstable else ""))
-    click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, within ±5% {accuracy.within_5pct:.0%}, "
-               f"within ±10% {accuracy.within_10pct:.0%}, Spearman {accuracy.spearman:.3f} ({count} archs)")
+                   f"{row.error_pct:+6.1f}%" + same + ("  (unstable)" if row.unstable else ""))
+    click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, mean error {accuracy.mean_error_pct:+.2f}%, "
+               f"within ±5% {accuracy.within_5pct:.0%}, within ±10% {accuracy.within_10pct:.0%}, "
+               f"Spearman {accuracy.spearman:.3f} ({count} archs)")
+    if validation.same_run is not None:
+        arithmetic = validation.same_run
+        click.echo(f"same run (blocks re-timed with the models, no drift): MAPE {arithmetic.mape_pct:.2f}%, "
+                   f"mean error {arithmetic.mean_error_pct:+.2f}%, within ±5% {arithmetic.within_5pct:.0%}, "
+                   f"within ±10% {arithmetic.within_10pct:.0%}")
     corrected = validation.drift_corrected
     if corrected is not None:
         click.echo(f"reference blocks ran {validation.drift_pct:+.1f}% vs the profile (machine drift since "

@@ -15,6 +15,20 @@ from latlab.errors import LatlabError
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                 "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
+# The machine kinds this project meets, best first: (name, flags that define it). One word that tells profiles of
+# different kinds apart in a file name and in `latlab info`; the full flag list stays in the fingerprint.
+ISA_LEVELS = (
+    ("amx", ("amx_tile", "amx_bf16")),
+    ("avx512bf16", ("avx512f", "avx512_bf16")),
+    ("avx512", ("avx512f",)),
+    ("avx2", ("avx2", "fma")),
+)
+
+
+def isa_level(flags: tuple[str, ...] | list[str]) -> str:
+    """The best instruction-set level the flags reach, e.g. ``avx2`` or ``amx``; ``baseline`` below AVX2."""
+    return next((name for name, needs in ISA_LEVELS if all(f in flags for f in needs)), "baseline")
+
 
 @dataclass(frozen=True)
 class GpuInfo:
@@ -42,6 +56,10 @@ class Fingerprint:
     machine: str
     gpus: tuple[GpuInfo, ...] = ()
 
+    @property
+    def isa_level(self) -> str:
+        return isa_level(self.cpu_flags)
+
     def identity(self) -> dict[str, Any]:
         """The fields that must match for a profile to be trusted here. Clocks, OS patch level and the process's
         CPU affinity (``usable_cpus``, e.g. under taskset) are recorded but not compared."""
@@ -58,7 +76,10 @@ class Fingerprint:
         """Mismatches, worded for a profile (self) checked on this machine (other). A CPU profile ignores GPUs."""
         mine, theirs = self.identity(), other.identity()
         keys = [k for k in mine if include_gpus or k != "gpus"]
-        return [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in keys if mine[k] != theirs[k]]
+        found = [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in keys if mine[k] != theirs[k]]
+        if self.isa_level != other.isa_level:  # the kind of machine first: it alone moves latencies by a third
+            found.insert(0, f"instruction set {other.isa_level} here vs {self.isa_level} in profile")
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,10 +1,12 @@
 """The device profile: the one file everything else stands on. This module is its only definition.
 
 A profile is plain, versioned JSON. Units are in field names (``median_ms``); batch and seq_len are part of
-every block, so every latency is per call at that batch size. Layout (schema_version 2)::
+every block, so every latency is per call at that batch size. Layout (schema_version 3)::
 
-    schema_version   int, bumped on any incompatible change; other versions are refused, not guessed at
-                     (2: layer blocks carry Hugging Face's attention mask; 1 priced layers without it)
+    schema_version   int, bumped on any incompatible change; versions this latlab cannot price are refused, not
+                     guessed at. 3: ``model`` blocks (layers timed inside uniform whole models, see latlab.predict)
+                     and ``protocol.model_depth``; 2 (still read: its layers were timed alone, model_depth 0):
+                     layer blocks carry Hugging Face's attention mask; 1 (refused) priced layers without it
     created_utc      ISO timestamp
     backend          {name, runtime_version}
     settings         {threads, precision, device}: what was asked for
@@ -35,7 +37,8 @@ from latlab.protocol import Protocol, Rounds
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+OLDEST_READABLE = 2  # version 2 is version 3 without model blocks
 
 
 @dataclass
@@ -108,9 +111,10 @@ class Profile:
         if version > SCHEMA_VERSION:
             raise LatlabError(f"{source}: schema_version {version} is newer than this latlab understands "
                               f"({SCHEMA_VERSION}); upgrade latlab")
-        if version < SCHEMA_VERSION:
+        if version < OLDEST_READABLE:
             why = " priced layer blocks without the attention mask exported models carry;" if version == 1 else ""
-            raise LatlabError(f"{source}: schema_version {version} is older than this latlab's ({SCHEMA_VERSION});"
+            raise LatlabError(f"{source}: schema_version {version} is older than this latlab reads "
+                              f"({OLDEST_READABLE}-{SCHEMA_VERSION});"
                               f"{why} re-measure it with 'latlab profile'")
         try:
             entries = {}
@@ -170,10 +174,13 @@ def software_versions() -> dict[str, str]:
 
 
 def default_name(profile: Profile) -> str:
-    """Named for what it is: CPU model, threads, backend, precision (plus GPU when the device is one)."""
-    device = profile.fingerprint.gpus[0].name if profile.settings.device == "cuda" and profile.fingerprint.gpus \
-        else profile.fingerprint.cpu_model
-    slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
-    while "--" in slug:
-        slug = slug.replace("--", "-")
+    """Named for what it is: device, instruction-set level (CPU kinds that share a model name differ in it),
+    threads, backend, precision; e.g. ``amd-epyc-avx2-1t-onnxruntime-f32``."""
+    if profile.settings.device == "cuda" and profile.fingerprint.gpus:
+        device = profile.fingerprint.gpus[0].name
+    else:
+        device = f"{profile.fingerprint.cpu_model} {profile.fingerprint.isa_level}"
+    for noise in ("(r)", "(tm)", " processor", " cpu"):  # trademark marks and filler words say nothing
+        device = device.lower().replace(noise, " ")
+    slug = "-".join("".join(c if c.isalnum() else " " for c in device).split())
     return f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.precision}"

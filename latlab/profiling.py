@@ -98,7 +98,7 @@ def run_profile(
 def continue_profile(backend: Backend, profile: Profile, out: Path, report: Report = quiet) -> Profile:
     """Measure what ``profile`` still lacks, checkpointing after every round, then mark it complete."""
     settings, protocol = profile.settings, profile.protocol
-    blocks: list[Block] = profile.space.blocks()
+    blocks: list[Block] = profile.space.blocks(protocol.model_depth)
     done: dict[str, Rounds] = {k: e.rounds_ms for k, e in profile.entries.items()}
     todo = [b for b in blocks if needs_measuring(profile, b)]
     if todo:

@@ -27,13 +27,20 @@ class Protocol:
     max_round_cv_pct: float = 10.0  # spread of per-round medians above which an item is measured again
     remeasure_tries: int = 1
     seed: int = 0
+    # Each layer configuration is timed inside uniform whole models of 1 and of this many layers, which price a
+    # layer as it runs inside a model (latlab.predict). 0: layers timed alone, as profiles written before it were.
+    model_depth: int = 4
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Protocol:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        values.setdefault("model_depth", 0)  # written before model blocks existed: every layer was timed alone
+        if values["model_depth"] == 1 or values["model_depth"] < 0:
+            raise ValueError(f"protocol.model_depth must be 0 or at least 2, got {values['model_depth']}")
+        return cls(**values)
 
 
 def warm_up(runner: Runner, protocol: Protocol) -> float:

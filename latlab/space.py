@@ -9,7 +9,7 @@ from typing import Any
 
 from latlab.architecture import Architecture
 from latlab.atomic import read_json
-from latlab.blocks import Block, embeddings_block, head_block, layer_block, overhead_block
+from latlab.blocks import Block, embeddings_block, head_block, in_models, layer_block, overhead_block
 from latlab.errors import LatlabError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "profiles" / "spaces"
@@ -33,15 +33,19 @@ class SearchSpace:
         """Head counts valid for a width; combinations with hidden % heads != 0 are left out, not errors."""
         return tuple(a for a in self.heads if hidden % a == 0)
 
-    def blocks(self) -> list[Block]:
-        """Every block a profile of this space measures, overhead first."""
+    def blocks(self, model_depth: int = 0) -> list[Block]:
+        """Every block a profile of this space measures, overhead first. With ``model_depth`` (see
+        ``Protocol.model_depth``) each layer configuration is timed inside uniform models of 1 and ``model_depth``
+        layers instead of alone."""
         found: list[Block] = []
         for batch in self.batch:
             for seq_len in self.seq_len:
                 found.append(overhead_block(batch, seq_len))
                 for hidden in self.hidden:
                     found.append(embeddings_block(batch, seq_len, hidden, self.vocab))
-                    found.extend(layer_block(batch, seq_len, hidden, a, f) for a in self.heads_for(hidden) for f in self.ffn)
+                    for layer in (layer_block(batch, seq_len, hidden, a, f) for a in self.heads_for(hidden)
+                                  for f in self.ffn):
+                        found.extend(in_models(layer, model_depth, self.vocab, self.labels))
                     found.append(head_block(batch, seq_len, hidden, self.labels))
         return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -14,9 +14,9 @@ from scipy.stats import spearmanr
 
 from latlab.architecture import Architecture, build_model
 from latlab.backend import Backend
-from latlab.blocks import LAYER, Block, build_block
-from latlab.predict import LatencyTable, predict_ms
-from latlab.profile import Profile
+from latlab.blocks import LAYER, MODEL, Block, build_block, overhead_block
+from latlab.predict import LatencyTable, predict_ms, priced_blocks
+from latlab.profile import Entry, Profile
 from latlab.profiling import Report, quiet, prepare_all
 from latlab.protocol import Protocol, Rounds, measure
 from latlab.stats import LatencyStats
@@ -28,6 +28,7 @@ class ArchResult:
     predicted_ms: float
     measured: LatencyStats
     unstable: bool
+    same_run_predicted_ms: float | None = None  # the same arithmetic on blocks re-timed in the same rounds
 
     @property
     def error_pct(self) -> float:
@@ -47,13 +48,21 @@ class Accuracy:
     within_5pct: float
     within_10pct: float
     spearman: float
+    mean_error_pct: float = 0.0  # signed: a bias (every model too fast or too slow) shows here, not in MAPE
 
     @classmethod
     def of(cls, predicted: list[float], measured: list[float]) -> Accuracy:
         p, m = np.asarray(predicted), np.asarray(measured)
-        errors = np.abs(p - m) / m * 100
+        signed = (p - m) / m * 100
+        errors = np.abs(signed)
         rho = float(spearmanr(p, m).statistic) if len(p) > 1 else float("nan")
-        return cls(float(errors.mean()), float((errors <= 5).mean()), float((errors <= 10).mean()), rho)
+        return cls(float(errors.mean()), float((errors <= 5).mean()), float((errors <= 10).mean()), rho,
+                   float(signed.mean()))
+
+    def to_json(self) -> dict[str, float]:
+        return {"mape_pct": round(self.mape_pct, 3), "mean_error_pct": round(self.mean_error_pct, 3),
+                "within_5pct": round(self.within_5pct, 3), "within_10pct": round(self.within_10pct, 3),
+                "spearman": round(self.spearman, 4)}
 
 
 def sample_architectures(profile: Profile, count: int, seed: int) -> list[Architecture]:
@@ -70,6 +79,13 @@ class Validation:
     drift_pct: float | None
 
     @cached_property
+    def same_run(self) -> Accuracy | None:
+        """The lookup table's own error, free of drift: blocks and whole models timed in the same rounds."""
+        if any(r.same_run_predicted_ms is None for r in self.rows):
+            return None
+        return Accuracy.of([r.same_run_predicted_ms for r in self.rows], [r.measured.median_ms for r in self.rows])
+
+    @cached_property
     def drift_corrected(self) -> Accuracy | None:
         """The accuracy had the machine run as fast as when it was profiled."""
         if self.drift_pct is None:
@@ -79,9 +95,12 @@ class Validation:
 
 
 def reference_blocks(archs: list[Architecture], profile: Profile, count: int = 3) -> list[Block]:
-    """The profiled layer blocks the measured models use most, re-timed alongside them to expose drift."""
-    usage = Counter(b for a in archs for b in a.blocks() if b.kind == LAYER and b.key in profile.entries)
-    return [block for block, _ in usage.most_common(count)]
+    """The profiled blocks that price the measured models' layers, those used most first (the cheaper one of
+    equals first), re-timed alongside the models to expose drift."""
+    usage = Counter(b for a in archs for b in priced_blocks(a, profile.protocol.model_depth)
+                    if b.kind in (LAYER, MODEL) and b.key in profile.entries)
+    ranked = sorted(usage, key=lambda b: (-usage[b], b.layers))
+    return ranked[:count]
 
 
 def drift_corrected_ms(measured_ms: float, drift_pct: float) -> float:
@@ -103,18 +122,36 @@ class Measurement:
     stats: dict[str, LatencyStats]
     unstable: set[str]
     drift_pct: float | None  # None when no reference block could be timed
+    blocks: dict[str, Rounds]  # every profile block timed in the same rounds, by key
 
 
 def time_with_references(profile: Profile, backend: Backend, items: dict[str, tuple], archs: list[Architecture],
-                         protocol: Protocol, report: Report = quiet) -> Measurement:
+                         protocol: Protocol, report: Report = quiet, every_block: bool = False) -> Measurement:
     """``items`` (name -> module, example inputs) and the profiled layer blocks ``archs`` use most, interleaved
-    with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted"."""
+    with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted".
+    ``every_block`` also re-times every block the architectures are priced from (``validate --same-run``)."""
     references = reference_blocks(archs, profile)
-    runners = prepare_all(backend, {**items, **{block.key: build_block(block) for block in references}},
-                          profile.settings, report)
+    blocks = used_blocks(archs, profile.protocol.model_depth) if every_block else references
+    runners = prepare_all(backend, {**items, **{block.key: build_block(block)
+                                                for block in blocks}}, profile.settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
     return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
-                       reference_drift_pct(results, profile, references))
+                       reference_drift_pct(results, profile, references), {b.key: results[b.key] for b in blocks})
+
+
+def used_blocks(archs: list[Architecture], model_depth: int) -> list[Block]:
+    """Every block the architectures are priced from, the per-call overhead included, each once."""
+    found = {overhead_block(a.batch, a.seq_len): None for a in archs}
+    for arch in archs:
+        found.update(dict.fromkeys(priced_blocks(arch, model_depth)))
+    return list(found)
+
+
+def same_run_table(profile: Profile, blocks: dict[str, Rounds], archs: list[Architecture]) -> LatencyTable:
+    """The profile's arithmetic applied to blocks timed now: what the table would predict had it been measured in
+    these very rounds."""
+    by_key = {b.key: b for b in used_blocks(archs, profile.protocol.model_depth)}
+    return LatencyTable.from_profile(replace(profile, entries={k: Entry(by_key[k], r) for k, r in blocks.items()}))
 
 
 def run_validation(
@@ -124,15 +161,19 @@ def run_validation(
     seed: int,
     protocol: Protocol | None = None,
     report: Report = quiet,
+    same_run: bool = False,
 ) -> Validation:
-    """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved."""
+    """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved.
+    ``same_run`` re-times every block they use in the same rounds and prices them from those too."""
     protocol = protocol or profile.protocol
     table = LatencyTable.from_profile(profile)
     archs = sample_architectures(profile, count, seed)
     predicted = [predict_ms(a, table) for a in archs]
     timed = time_with_references(profile, backend, {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)},
-                                 archs, protocol, report)
-    rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable)
+                                 archs, protocol, report, every_block=same_run)
+    now = same_run_table(profile, timed.blocks, archs) if same_run else None
+    rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
+                       predict_ms(a, now) if now else None)
             for i, (a, p) in enumerate(zip(archs, predicted))]
     return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct)
 
@@ -157,9 +198,9 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "within_5pct": round(accuracy.within_5pct, 3),
         "within_10pct": round(accuracy.within_10pct, 3),
         "spearman": round(accuracy.spearman, 4),
-        "drift_corrected": corrected and {"mape_pct": round(corrected.mape_pct, 3),
-                                          "within_5pct": round(corrected.within_5pct, 3),
-                                          "within_10pct": round(corrected.within_10pct, 3)},
+        "mean_error_pct": round(accuracy.mean_error_pct, 3),
+        "drift_corrected": corrected and corrected.to_json(),
+        "same_run": validation.same_run and validation.same_run.to_json(),
         "archs": [
             {
                 "arch": r.arch.to_json(),
@@ -167,6 +208,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
                 "measured_ms": round(r.measured.median_ms, 4),
                 "measured_p90_ms": round(r.measured.p90_ms, 4),
                 "error_pct": round(r.error_pct, 2),
+                "same_run_predicted_ms": rounded(r.same_run_predicted_ms, 4),
                 "unstable": r.unstable,
             }
             for r in validation.rows

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from latlab.backend import Settings
+from latlab.blocks import MODEL
 from latlab.cli import main
 from latlab.fingerprint import Fingerprint, GpuInfo
 from latlab.profile import Entry, Profile
@@ -114,11 +115,13 @@ TEST_SPACE = SearchSpace("t", layers=(1, 2), hidden=(64,), heads=(2, 4), ffn=(12
 
 
 def synthetic_profile(medians: dict, space: SearchSpace = TEST_SPACE,
-                      fingerprint: Fingerprint | None = None) -> Profile:
-    """A profile whose entries take the given median for each block (three equal samples each)."""
+                      fingerprint: Fingerprint | None = None, model_depth: int | None = None) -> Profile:
+    """A profile whose entries take the given median for each block (three equal samples each). Its protocol's
+    model depth is that of its model blocks unless given, or 0 (layers timed alone) when it has none."""
+    depth = model_depth if model_depth is not None else max((b.layers for b in medians if b.kind == MODEL), default=0)
     profile = Profile(backend="fake", runtime_version="1.0", settings=Settings(), applied={}, software={},
                       fingerprint=fingerprint or Fingerprint("cpu", (), 1, 1, 1, 1.0, "os", "x86_64"),
-                      protocol=Protocol(), space=space, complete=True)
+                      protocol=Protocol(model_depth=depth), space=space, complete=True)
     for block, ms in medians.items():
         profile.entries[block.key] = Entry(block, [[ms, ms, ms]])
     return profile

@@ -9,13 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
 import kdnas.search
 from kdnas.cli import main
 from latlab.backend import Settings
-from latlab.blocks import EMBEDDINGS, HEAD, LAYER
+from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
 from latlab.fingerprint import read_fingerprint
 from latlab.profile import Entry, Profile, save_profile
 from latlab.protocol import Protocol
@@ -33,15 +34,18 @@ def tiny_space(vocab: int) -> SearchSpace:
 
 def fake_ms(block) -> float:  # noqa: ANN001
     """Latency grows with work, so the reward has a real trade-off to find."""
+    layer = 0.05 + block.hidden * (block.hidden + block.ffn) * 2e-5
     if block.kind == LAYER:
-        return 0.05 + block.hidden * (block.hidden + block.ffn) * 2e-5
+        return layer
+    if block.kind == MODEL:  # overhead, embeddings, head and the layers, each a little slower in company
+        return 0.01 + 0.02 + 0.01 + block.layers * (layer - 0.01) * 1.05
     return {EMBEDDINGS: 0.03, HEAD: 0.02}.get(block.kind, 0.01)
 
 
 def write_profile(path: Path, space: SearchSpace, drop: str | None = None) -> Path:
-    profile = Profile(backend="torch", runtime_version="fake", settings=Settings(), applied={}, software={},
+    profile = Profile(backend="torch", runtime_version=torch.__version__, settings=Settings(), applied={}, software={},
                       fingerprint=read_fingerprint(), protocol=Protocol(), space=space, complete=True)
-    for block in space.blocks():
+    for block in space.blocks(profile.protocol.model_depth):
         if block.key != drop:
             profile.entries[block.key] = Entry(block, [[fake_ms(block)] * 3])
     save_profile(profile, path)
@@ -164,7 +168,8 @@ def test_bad_data(setup: dict[str, Path], tmp_path: Path) -> None:
 
 def test_profile_not_covering_space(setup: dict[str, Path], tmp_path: Path) -> None:
     space = tiny_space(json.loads((setup["teacher"] / "config.json").read_text())["vocab_size"])
-    holey = write_profile(tmp_path / "holey.json", space, drop="layer/b1/s16/h32/a2/f64")
+    deep = in_models(layer_block(1, 16, 32, 2, 64), Protocol().model_depth, space.vocab, space.labels)[-1]
+    holey = write_profile(tmp_path / "holey.json", space, drop=deep.key)
     assert "does not cover space" in refused(setup, tmp_path / "o", profile=holey)
 
 
@@ -225,9 +230,16 @@ def test_measure_times_a_finished_student_next_to_its_prediction(setup: dict[str
     out = tmp_path / "measured.json"
     args = ["measure", str(finished), "--profile", str(setup["profile"]), "--teacher", str(setup["teacher"]),
             "--json", str(out)]
-    foreign = CliRunner().invoke(main, args)  # the fake profile records runtime "fake": not this machine's torch
+    other = json.loads(setup["profile"].read_text())
+    other["backend"]["runtime_version"] = "0.0-elsewhere"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    foreign = CliRunner().invoke(main, [*args[:2], "--profile", str(tmp_path / "other.json"), *args[4:]])
     assert foreign.exit_code == 2 and "other hardware or runtime" in foreign.output and not out.exists()
-    result = CliRunner().invoke(main, [*args, "--force"])
+    forced = CliRunner().invoke(main, [*args[:2], "--profile", str(tmp_path / "other.json"), *args[4:], "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert {row["drift_corrected_error_pct"] for row in json.loads(out.read_text())["rows"]} == {None}, \
+        "a difference in runtime is not drift: nothing is corrected for it"
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
     assert set(rows) == {str(finished), "teacher"}

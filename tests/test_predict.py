@@ -6,7 +6,7 @@ import random
 import pytest
 
 from latlab.architecture import Architecture
-from latlab.blocks import OVERHEAD, embeddings_block, head_block, layer_block, overhead_block
+from latlab.blocks import MODEL, OVERHEAD, embeddings_block, head_block, layer_block, overhead_block
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict, predict_ms
 from latlab.space import SearchSpace, load_space
@@ -117,6 +117,66 @@ def test_validating_an_exactly_additive_backend_finds_no_error(cli, fake_profile
     assert data["drift_corrected"]["mape_pct"] < 0.01  # no drift, nothing to correct
     assert len({a["measured_ms"] for a in data["archs"]}) > 1, "distinct models, or the check above means little"
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_run_validation_separates_the_arithmetic_from_drift(cli, fake_profile, fake_plugin, tmp_path) -> None:
+    """The machine runs 10% slower than when it was profiled: the ordinary error shows it, the same-run error
+    (blocks re-timed in the same rounds as the models) does not, because the fake backend is exactly additive."""
+    fake_plugin.State.slowdown = 1.1
+    report = tmp_path / "validation.json"
+    result = cli("validate", "--profile", fake_profile, "--archs", "5", "--json", report, "--same-run")
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["mean_error_pct"] == pytest.approx(100 / 1.1 - 100, abs=0.05)  # every model 9.1% under
+    assert data["same_run"]["mape_pct"] < 0.01 and data["same_run"]["within_5pct"] == 1.0
+    assert all(a["same_run_predicted_ms"] == pytest.approx(a["measured_ms"], rel=1e-4) for a in data["archs"])
+    assert "same run (blocks re-timed with the models, no drift): MAPE 0.00%" in result.stdout
+    plain = json.loads(report.read_text()) if cli("validate", "--profile", fake_profile, "--archs", "5", "--json",
+                                                  report).exit_code == 0 else None
+    assert plain is not None and plain["same_run"] is None and plain["archs"][0]["same_run_predicted_ms"] is None
+
+
+def model_medians(uniform: dict[tuple[int, int], tuple[float, float]], depth: int) -> dict:
+    """Overhead 0.1, embeddings 0.3, head 0.2, and per (heads, ffn) the medians of uniform models of 1 and
+    ``depth`` layers (hidden 64, seq_len 16, vocab 100, 2 labels)."""
+    medians = {overhead_block(1, 16): 0.1, embeddings_block(1, 16, 64, 100): 0.3, head_block(1, 16, 64, 2): 0.2}
+    for (heads, ffn), (one, deep) in uniform.items():
+        layer = layer_block(1, 16, 64, heads, ffn)
+        medians[model_block(layer, 1)] = one
+        medians[model_block(layer, depth)] = deep
+    return medians
+
+
+def model_block(layer, layers: int):  # noqa: ANN001, ANN201
+    return layer._replace(kind=MODEL, vocab=100, labels=2, layers=layers)
+
+
+def test_layers_are_priced_as_they_run_inside_models(make_profile) -> None:
+    """A layer inside a model costs more than alone: the first at model(1) minus the ends, each further one at
+    the growth per layer of a uniform model. Uniform models of the measured depths come out exactly."""
+    table = LatencyTable.from_profile(make_profile(model_medians({(2, 128): (2.0, 6.5), (4, 128): (2.5, 8.0)}, 4)))
+    def arch(*layers: tuple[int, int]) -> Architecture:
+        return Architecture(hidden=64, heads=tuple(a for a, _ in layers), ffn=tuple(f for _, f in layers),
+                            seq_len=16, batch=1, labels=2, vocab=100)
+    assert predict_ms(arch((2, 128)), table) == pytest.approx(2.0)
+    assert predict_ms(arch(*[(2, 128)] * 4), table) == pytest.approx(6.5)
+    assert predict_ms(arch(*[(4, 128)] * 4), table) == pytest.approx(8.0)
+    assert predict_ms(arch((2, 128), (2, 128)), table) == pytest.approx(2.0 + 1.5)  # between the measured depths
+    mixed = predict(arch((4, 128), (2, 128), (4, 128)), table)
+    assert mixed.total_ms == pytest.approx(2.5 + 1.5 + 5.5 / 3)
+    first = 2.5 - 0.1 - (0.3 - 0.1) - (0.2 - 0.1)
+    assert [ms for _, ms in mixed.parts] == pytest.approx([0.2, first, 1.5, 5.5 / 3, 0.1])
+
+
+def test_a_model_depth_profile_without_a_deep_model_names_what_is_missing(make_profile) -> None:
+    medians = model_medians({(2, 128): (2.0, 6.5)}, 4)
+    del medians[model_block(layer_block(1, 16, 64, 2, 128), 4)]
+    table = LatencyTable.from_profile(make_profile(medians, model_depth=4))
+    one = Architecture(hidden=64, heads=(2,), ffn=(128,), seq_len=16, batch=1, labels=2, vocab=100)
+    assert predict_ms(one, table) == pytest.approx(2.0)
+    with pytest.raises(LatlabError, match="no entry for block layer/b1/s16/h64/a2/f128"):
+        predict_ms(Architecture(hidden=64, heads=(2, 2), ffn=(128, 128), seq_len=16, batch=1, labels=2, vocab=100),
+                   table)
 
 
 def test_drift_corrected_accuracy_scales_measurements_back_to_the_profiled_machine() -> None:

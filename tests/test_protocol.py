@@ -319,7 +319,7 @@ def test_resume_after_the_rounds_still_flags_unstable_blocks(fake_plugin, tmp_pa
     space = load_space(TINY_SPACE)
     protocol = Protocol(rounds=4, min_samples=4, min_seconds=0.0, warmup_calls=1, warmup_seconds=0.0)
     out = tmp_path / "p.json"
-    calls_per_pass = len(space.blocks()) * (1 + protocol.rounds)
+    calls_per_pass = len(space.blocks(protocol.model_depth)) * (1 + protocol.rounds)
     plugin.State.interrupt_at = calls_per_pass + 2  # during the re-measurement of the overhead block
     with pytest.raises(KeyboardInterrupt):
         run_profile(ShakyOverhead(), Settings(), space, protocol, out)
@@ -334,5 +334,5 @@ def test_run_profile_reports_progress_per_round(fake_plugin, tmp_path) -> None:
     run_profile(fake_plugin.FakeBackend(), Settings(), load_space(TINY_SPACE), protocol, tmp_path / "p.json",
                 report=lambda *a: stages.append(a))
     assert [s for s in stages if s[0] == "measure"] == [("measure", i, 3) for i in (1, 2, 3)]
-    blocks = len(load_space(TINY_SPACE).blocks())
+    blocks = len(load_space(TINY_SPACE).blocks(protocol.model_depth))
     assert ("prepare", blocks, blocks) in stages

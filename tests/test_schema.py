@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def measured_profile(fingerprint, samples) -> Profile:
                       software={"python": "3.11.7", "torch": "2.13.0"}, fingerprint=fingerprint,
                       protocol=Protocol(rounds=3, min_samples=9, min_seconds=0.3, max_round_cv_pct=4.0, seed=11),
                       space=space, complete=False, created_utc="2026-05-09T10:00:00+00:00")
-    for index, block in enumerate(space.blocks()):
+    for index, block in enumerate(space.blocks(profile.protocol.model_depth)):
         rounds = [samples(rng, int(rng.integers(1, 6))).tolist() for _ in range(3)]
         profile.entries[block.key] = Entry(block, rounds, unstable=index % 4 == 0)
     return profile
@@ -140,6 +141,8 @@ def damage(data: dict[str, Any], how: str) -> Any:
         data["space"]["hidden"] = []
     elif how == "bad_fingerprint":
         del data["fingerprint"]["cpu_model"]
+    elif how == "model_depth_one":
+        data["protocol"]["model_depth"] = 1
     return data
 
 
@@ -159,6 +162,7 @@ def damage(data: dict[str, Any], how: str) -> Any:
     ("unknown_block_field", "malformed profile"),
     ("bad_space", "field 'space'"),
     ("bad_fingerprint", "malformed profile"),
+    ("model_depth_one", "protocol.model_depth must be 0 or at least 2"),
 ])
 def test_damaged_profile_is_refused_with_the_file_and_the_field(tmp_path: Path, valid, how, needle) -> None:
     path = tmp_path / "damaged.json"
@@ -181,6 +185,16 @@ def test_other_schemas_are_refused_and_the_current_is_read(tmp_path: Path, valid
     assert load_profile(path).schema_version == SCHEMA_VERSION
 
 
+def test_a_version_2_profile_is_read_with_its_layers_priced_alone() -> None:
+    """The shipped AVX2-kind profiles predate model blocks: they stay usable, priced as they were measured."""
+    shipped = sorted(Path(latlab.profile.__file__).resolve().parent.parent.glob("profiles/*avx2*-f32.json"))
+    assert shipped, "the AVX2-kind profiles ship in profiles/"
+    for path in shipped:
+        profile = load_profile(path)
+        assert profile.schema_version == 2 and profile.protocol.model_depth == 0
+        assert {e.block.kind for e in profile.entries.values()} == {"overhead", "embeddings", "layer", "head"}
+
+
 def test_truncated_and_missing_files(tmp_path: Path, valid) -> None:
     text = json.dumps(valid, indent=1)
     path = tmp_path / "cut.json"
@@ -197,6 +211,26 @@ def test_default_name_says_what_the_profile_is(gpu_fingerprint) -> None:
     profile = measured_profile(gpu_fingerprint, on_file_grid)
     cpu_name = default_name(profile)
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", cpu_name)
-    assert cpu_name == "amd-epyc-9r14-2t-fake-bf16"
+    assert cpu_name == "amd-epyc-9r14-avx512-2t-fake-bf16"
     profile.settings = Settings(threads=1, precision="fp16", device="cuda")
     assert default_name(profile) == "nvidia-h100-80gb-hbm3-1t-fake-fp16"
+
+
+@pytest.mark.parametrize(("model", "flags", "name"), [
+    ("AMD EPYC", ("avx2", "fma"), "amd-epyc-avx2"),
+    ("AMD EPYC", ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"), "amd-epyc-avx512bf16"),
+    ("Intel(R) Xeon(R) Processor", ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"), "intel-xeon-amx"),
+    ("Some CPU", ("sse4_2",), "some-baseline"),
+])
+def test_profiles_of_two_machine_kinds_get_different_names(gpu_fingerprint, model, flags, name) -> None:
+    """Both machine kinds report "AMD EPYC": only the instruction-set level keeps their profiles apart."""
+    profile = measured_profile(replace(gpu_fingerprint, cpu_model=model, cpu_flags=flags, gpus=()), on_file_grid)
+    profile.settings = Settings(threads=1, precision="f32")
+    assert default_name(profile) == f"{name}-1t-fake-f32"
+
+
+def test_a_different_machine_kind_is_named_first(gpu_fingerprint) -> None:
+    avx2 = replace(gpu_fingerprint, cpu_flags=("avx2", "fma"))
+    problems = avx2.differences(replace(gpu_fingerprint, cpu_flags=("avx2", "fma", "avx512f", "avx512_bf16")))
+    assert problems[0] == "instruction set avx512bf16 here vs avx2 in profile"
+    assert avx2.differences(avx2) == []

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from latlab.architecture import Architecture, build_model, load_architecture
-from latlab.blocks import EMBEDDINGS, HEAD, KINDS, LAYER, OVERHEAD, Block, bert_config, build_block
+from latlab.blocks import EMBEDDINGS, HEAD, KINDS, LAYER, MODEL, OVERHEAD, Block, bert_config, build_block
 from latlab.errors import LatlabError
+from latlab.predict import priced_blocks
 from latlab.space import SPACES_DIR, SearchSpace, load_space
 
 from conftest import TINY_SPACE
@@ -115,8 +116,8 @@ def test_exported_whole_model_runs_the_same_operators_as_the_hugging_face_model(
 
 
 def test_each_block_runs_on_its_example_input() -> None:
-    expected = {OVERHEAD: (2, 8), EMBEDDINGS: (2, 8, 32), LAYER: (2, 8, 32), HEAD: (2, 3)}
-    for block in [Block(OVERHEAD, 2, 8), *SMALL.blocks()]:
+    expected = {OVERHEAD: (2, 8), EMBEDDINGS: (2, 8, 32), LAYER: (2, 8, 32), HEAD: (2, 3), MODEL: (2, 3)}
+    for block in [Block(OVERHEAD, 2, 8), *SMALL.blocks(), *priced_blocks(SMALL, 3)]:
         module, inputs = build_block(block)
         assert not module.training
         with torch.no_grad():
@@ -126,9 +127,27 @@ def test_each_block_runs_on_its_example_input() -> None:
 def test_block_keys_are_readable_and_unique() -> None:
     assert Block(LAYER, 1, 128, hidden=256, heads=4, ffn=1024).key == "layer/b1/s128/h256/a4/f1024"
     assert Block(OVERHEAD, 2, 64).key == "overhead/b2/s64"
-    blocks = load_space(SPACES_DIR / "minilm-students.json").blocks()
-    assert len({b.key for b in blocks}) == len(set(blocks)) == len(blocks)
+    assert Block(MODEL, 1, 128, 256, 4, 1024, 30522, 5, layers=4).key == "model/b1/s128/h256/a4/f1024/v30522/l5/L4"
+    space = load_space(SPACES_DIR / "minilm-students.json")
+    blocks = space.blocks() + space.blocks(4)
+    assert len({b.key for b in blocks}) == len(set(blocks))
     assert {b.kind for b in blocks} == set(KINDS)
+
+
+def test_a_model_depth_times_each_layer_inside_models_of_one_and_that_many_layers() -> None:
+    """Layers timed alone run faster than inside a model; with a depth they are timed only inside models."""
+    space = load_space(TINY_SPACE)
+    alone, in_models = space.blocks(), space.blocks(3)
+    layers = [b for b in alone if b.kind == LAYER]
+    models = [b for b in in_models if b.kind == MODEL]
+    assert not [b for b in in_models if b.kind == LAYER]
+    assert sorted(models) == sorted(b._replace(kind=MODEL, vocab=space.vocab, labels=space.labels, layers=d)
+                                    for b in layers for d in (1, 3))
+    assert [b for b in alone if b.kind != LAYER] == [b for b in in_models if b.kind != MODEL]
+    module, _ = build_block(models[-1])
+    assert len(module.layers) == models[-1].layers
+    first, second = (layer.layer.attention.self.query.weight for layer in module.layers[:2])
+    assert not torch.equal(first, second), "each layer has its own weights, as in a real model"
 
 
 # --- search spaces -----------------------------------------------------------------------------------------
@@ -154,14 +173,15 @@ def test_head_counts_that_do_not_divide_a_width_are_left_out() -> None:
 
 
 @pytest.mark.parametrize("path", [TINY_SPACE, SPACES_DIR / "minilm-students.json"], ids=lambda p: p.stem)
-def test_every_sampled_architecture_can_be_priced_by_a_profile_of_its_space(path: Path) -> None:
+@pytest.mark.parametrize("depth", [0, 4])
+def test_every_sampled_architecture_can_be_priced_by_a_profile_of_its_space(path: Path, depth: int) -> None:
     space = load_space(path)
-    measured = set(space.blocks())
+    measured = set(space.blocks(depth))
     rng = random.Random(0)
     samples = [space.sample(rng) for _ in range(300)]
     for arch in samples:
         space.check_contains(arch)
-        assert set(arch.blocks()) <= measured
+        assert set(priced_blocks(arch, depth)) <= measured
         assert Block(OVERHEAD, arch.batch, arch.seq_len) in measured
     assert any(len(set(zip(a.heads, a.ffn))) > 1 for a in samples), "mixed stacks are sampled too"
     assert {a.layers for a in samples} == set(space.layers)

@@ -457,12 +457,12 @@ def test_profile_and_validation_run_through_the_backend(trt: types.ModuleType, t
     protocol = Protocol(rounds=2, min_samples=2, min_seconds=0.0, warmup_calls=1, warmup_seconds=0.0)
     backend = backend_with(trt, tmp_path / "cache")
     profile = run_profile(backend, CUDA_F32, space, protocol, tmp_path / "p.json")
-    assert profile.complete and set(profile.entries) == {b.key for b in space.blocks()}
+    assert profile.complete and set(profile.entries) == {b.key for b in space.blocks(protocol.model_depth)}
     assert all(e.rounds_ms == [[1.25], [1.25]] for e in profile.entries.values())
     assert profile.applied["tensorrt_version"] == "10.13.0.35" and profile.runtime_version == "10.13.0.35"
     validation = run_validation(profile, backend, count=2, seed=0, protocol=protocol)
     rows, accuracy = validation.rows, validation.accuracy
-    assert "StudentEncoder" in exported and [r.measured.median_ms for r in rows] == [1.25, 1.25]
+    assert "Encoder" in exported and [r.measured.median_ms for r in rows] == [1.25, 1.25]
     assert accuracy.mape_pct == pytest.approx(0.0)  # every block costs the overhead: prediction = measurement
 
 
