@@ -20,7 +20,7 @@ Rounds = list[list[float]]
 class Protocol:
     rounds: int = 20  # interleaved passes over all items
     min_samples: int = 100  # per item, in total
-    min_seconds: float = 2.0  # per item, in total, of timed calls
+    min_seconds: float = 1.5  # per item, in total, of timed calls (a default space profiles in under 10 minutes)
     max_samples: int = 1000  # per item: microsecond-sized items reach min_samples long before min_seconds
     warmup_calls: int = 5
     warmup_seconds: float = 0.2

@@ -77,6 +77,7 @@ class Validation:
     # How much slower (+) or faster (-) the machine ran reference blocks now than when it was profiled:
     # errors of that size come from the machine's state, not from the profile's arithmetic. None: no reference.
     drift_pct: float | None
+    same_run_blocks_ms: dict[str, float] | None = None  # with --same-run: each re-timed block's median, by key
 
     @cached_property
     def same_run(self) -> Accuracy | None:
@@ -175,7 +176,8 @@ def run_validation(
     rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
                        predict_ms(a, now) if now else None)
             for i, (a, p) in enumerate(zip(archs, predicted))]
-    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct)
+    blocks_ms = {k: LatencyStats.from_rounds(r).median_ms for k, r in timed.blocks.items()} if same_run else None
+    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct, blocks_ms)
 
 
 def rounded(value: float | None, digits: int) -> float | None:
@@ -201,6 +203,9 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "mean_error_pct": round(accuracy.mean_error_pct, 3),
         "drift_corrected": corrected and corrected.to_json(),
         "same_run": validation.same_run and validation.same_run.to_json(),
+        # the block medians the same-run prices come from: any other pricing rule can be checked against them
+        "same_run_blocks_ms": validation.same_run_blocks_ms and {k: round(ms, 4) for k, ms in
+                                                                 validation.same_run_blocks_ms.items()},
         "archs": [
             {
                 "arch": r.arch.to_json(),

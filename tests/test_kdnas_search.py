@@ -15,12 +15,15 @@ from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
 import kdnas.search
 from kdnas.cli import main
+from kdnas.measure import Timed, Timing
+from kdnas.report import latency_sentence
 from latlab.backend import Settings
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
 from latlab.fingerprint import read_fingerprint
 from latlab.profile import Entry, Profile, save_profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace
+from latlab.stats import LatencyStats
 
 WORDS = ("the market rose sharply as shares in banks gained while the team won the match and fans cheered "
          "goals in the final minute of a league game").split()
@@ -171,6 +174,34 @@ def test_profile_not_covering_space(setup: dict[str, Path], tmp_path: Path) -> N
     deep = in_models(layer_block(1, 16, 32, 2, 64), Protocol().model_depth, space.vocab, space.labels)[-1]
     holey = write_profile(tmp_path / "holey.json", space, drop=deep.key)
     assert "does not cover space" in refused(setup, tmp_path / "o", profile=holey)
+
+
+def test_a_profile_from_another_machine_or_runtime_is_named_before_searching(setup: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    other = json.loads(setup["profile"].read_text())
+    other["backend"]["runtime_version"] = "0.0-elsewhere"
+    other["fingerprint"]["cpu_flags"] = ["avx2", "fma"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = search_args(setup, tmp_path / "o", "--budget-ms", "0.001")  # refused right after the warning
+    argv[argv.index("--profile") + 1] = str(tmp_path / "other.json")
+    result = CliRunner().invoke(main, argv)
+    warning, error = result.output.strip().splitlines()
+    here = read_fingerprint().isa_level
+    assert warning.startswith(f"Warning: {tmp_path / 'other.json'} was measured on other hardware or runtime: ")
+    if here != "avx2":
+        assert f"instruction set {here} here vs avx2 in profile" in warning
+    assert f"torch {torch.__version__} here vs 0.0-elsewhere in profile" in warning
+    assert error.startswith("Error:") and result.exit_code == 2
+
+
+def test_the_report_never_calls_a_difference_in_hardware_drift() -> None:
+    rows = {"student": Timed(3.0, LatencyStats.from_rounds([[3.0, 3.0]]), False)}
+    here = latency_sentence(3.0, Timing(rows, drift_pct=50.0))
+    assert "reference blocks ran +50.0%" in here and "the error is +50.0%" in here
+    elsewhere = latency_sentence(3.0, Timing(rows, drift_pct=50.0, foreign=("instruction set amx here vs avx2",)))
+    assert "other hardware or runtime (instruction set amx here vs avx2)" in elsewhere
+    assert "not machine drift" in elsewhere and "+50.0%" not in elsewhere
+    assert Timing(rows, 50.0, ("x",)).error_pct("student", drift_corrected=True) is None
 
 
 def test_budget_below_fastest(setup: dict[str, Path], tmp_path: Path) -> None:

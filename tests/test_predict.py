@@ -130,6 +130,10 @@ def test_same_run_validation_separates_the_arithmetic_from_drift(cli, fake_profi
     assert data["mean_error_pct"] == pytest.approx(100 / 1.1 - 100, abs=0.05)  # every model 9.1% under
     assert data["same_run"]["mape_pct"] < 0.01 and data["same_run"]["within_5pct"] == 1.0
     assert all(a["same_run_predicted_ms"] == pytest.approx(a["measured_ms"], rel=1e-4) for a in data["archs"])
+    profiled = {k: e["stats"]["median_ms"] for k, e in json.loads(fake_profile.read_text())["entries"].items()}
+    assert data["same_run_blocks_ms"]
+    assert {k: ms / profiled[k] for k, ms in data["same_run_blocks_ms"].items()} == pytest.approx(
+        dict.fromkeys(data["same_run_blocks_ms"], 1.1), rel=3e-3)  # files keep 0.1 us
     assert "same run (blocks re-timed with the models, no drift): MAPE 0.00%" in result.stdout
     plain = json.loads(report.read_text()) if cli("validate", "--profile", fake_profile, "--archs", "5", "--json",
                                                   report).exit_code == 0 else None
