@@ -23,7 +23,11 @@ rm -f runs/setup/tiny-onnxruntime.json
     --out runs/setup/tiny-onnxruntime.json
 .venv/bin/latlab validate --profile runs/setup/tiny-onnxruntime.json --archs 8 --min-seconds 0.3 \
     --json runs/setup/tiny-onnxruntime.validation.json
-# The main job at CI size: a quick KD-NAS search on the shipped ONNX Runtime profile (about 2 minutes).
+# The main job at CI size: a quick KD-NAS search on the shipped ONNX Runtime profile of this machine's kind
+# (instruction-set level, as `latlab info` prints it), or the AVX2 one when none ships (about 2 minutes).
+ISA=$(.venv/bin/latlab info --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["isa_level"])')
+PROFILE=$(ls profiles/*-"$ISA"-1t-onnxruntime-f32.json 2>/dev/null | head -n 1 || true)
+PROFILE=${PROFILE:-profiles/amd-epyc-avx2-1t-onnxruntime-f32.json}
 rm -rf runs/setup/kdnas-quick
-.venv/bin/kdnas search --profile profiles/amd-epyc-avx2-1t-onnxruntime-f32.json --quick --out runs/setup/kdnas-quick
+.venv/bin/kdnas search --profile "$PROFILE" --quick --out runs/setup/kdnas-quick
 echo "setup done: activate with 'source .venv/bin/activate'; run the tests with '.venv/bin/python -m pytest'"
