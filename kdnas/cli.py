@@ -28,8 +28,8 @@ from latlab.architecture import Architecture
 from latlab.atomic import check_writable, write_json
 from latlab.cli import Group, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
-from latlab.predict import LatencyTable
 from latlab.machine import foreign_message, profile_problems
+from latlab.predict import LatencyTable
 from latlab.profile import load_complete_profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace, load_space
@@ -164,14 +164,12 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     latency = result.latency
     if latency is None:
         measured = f"not measured ({result.not_measured})"
-    elif latency.foreign:
-        measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
-                    f"({signed_pct(latency.error_pct('student'))}: the profile is from other hardware or runtime)")
     else:
+        why = (": the profile is from other hardware or runtime" if latency.foreign else
+               f", {signed_pct(latency.error_pct('student', drift_corrected=True))} corrected for "
+               f"{signed_pct(latency.drift_pct)} drift")
         measured = (f"measured {latency.rows['student'].measured.median_ms:.3f} ms "
-                    f"({signed_pct(latency.error_pct('student'))}, "
-                    f"{signed_pct(latency.error_pct('student', drift_corrected=True))} corrected for "
-                    f"{signed_pct(latency.drift_pct)} drift)")
+                    f"({signed_pct(latency.error_pct('student'))}{why})")
     click.echo(f"{folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
                f"{time.monotonic() - started:.0f} s in all")
 

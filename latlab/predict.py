@@ -80,13 +80,13 @@ def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
     return list(found)
 
 
-def _parts(arch: Architecture, table: LatencyTable) -> list[tuple[str, float]]:
-    """(key, net ms) per block in model order; raises the table's one-line error for a block it lacks."""
+def _costs(arch: Architecture, table: LatencyTable) -> list[tuple[Block, float]]:
+    """(block, net ms) in model order; raises the table's one-line error for a block it lacks."""
     embeddings, first, *further, head = arch.blocks()
     try:
-        return ([(embeddings.key, table.ends_ms[embeddings]), (first.key, table.first_ms[first])]
-                + [(b.key, table.next_ms[b]) for b in further]
-                + [(head.key, table.ends_ms[head])])
+        return ([(embeddings, table.ends_ms[embeddings]), (first, table.first_ms[first])]
+                + [(b, table.next_ms[b]) for b in further]
+                + [(head, table.ends_ms[head])])
     except KeyError as exc:
         raise table.missing(exc.args[0]) from None
 
@@ -99,11 +99,18 @@ def _overhead(arch: Architecture, table: LatencyTable) -> float:
 
 
 def predict_ms(arch: Architecture, table: LatencyTable) -> float:
-    """The hot path for searches: total predicted milliseconds per call."""
-    return _overhead(arch, table) + sum(ms for _, ms in _parts(arch, table))
+    """The hot path for searches: total predicted milliseconds per call (``_costs`` without the list)."""
+    embeddings, first, *further, head = arch.blocks()
+    try:
+        total = table.ends_ms[embeddings] + table.first_ms[first] + table.ends_ms[head]
+        for block in further:
+            total += table.next_ms[block]
+    except KeyError as exc:
+        raise table.missing(exc.args[0]) from None
+    return _overhead(arch, table) + total
 
 
 def predict(arch: Architecture, table: LatencyTable) -> Prediction:
     """Total and per-block breakdown, for reports."""
-    overhead, parts = _overhead(arch, table), _parts(arch, table)
-    return Prediction(overhead + sum(ms for _, ms in parts), overhead, tuple(parts))
+    overhead, costs = _overhead(arch, table), _costs(arch, table)
+    return Prediction(overhead + sum(ms for _, ms in costs), overhead, tuple((b.key, ms) for b, ms in costs))

@@ -123,7 +123,7 @@ class Measurement:
     stats: dict[str, LatencyStats]
     unstable: set[str]
     drift_pct: float | None  # None when no reference block could be timed
-    blocks: dict[str, Rounds]  # every profile block timed in the same rounds, by key
+    blocks: dict[Block, Rounds]  # every profile block timed in the same rounds
 
 
 def time_with_references(profile: Profile, backend: Backend, items: dict[str, tuple], archs: list[Architecture],
@@ -137,7 +137,7 @@ def time_with_references(profile: Profile, backend: Backend, items: dict[str, tu
                                                 for block in blocks}}, profile.settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
     return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
-                       reference_drift_pct(results, profile, references), {b.key: results[b.key] for b in blocks})
+                       reference_drift_pct(results, profile, references), {b: results[b.key] for b in blocks})
 
 
 def used_blocks(archs: list[Architecture], model_depth: int) -> list[Block]:
@@ -148,11 +148,10 @@ def used_blocks(archs: list[Architecture], model_depth: int) -> list[Block]:
     return list(found)
 
 
-def same_run_table(profile: Profile, blocks: dict[str, Rounds], archs: list[Architecture]) -> LatencyTable:
+def same_run_table(profile: Profile, blocks: dict[Block, Rounds]) -> LatencyTable:
     """The profile's arithmetic applied to blocks timed now: what the table would predict had it been measured in
     these very rounds."""
-    by_key = {b.key: b for b in used_blocks(archs, profile.protocol.model_depth)}
-    return LatencyTable.from_profile(replace(profile, entries={k: Entry(by_key[k], r) for k, r in blocks.items()}))
+    return LatencyTable.from_profile(replace(profile, entries={b.key: Entry(b, r) for b, r in blocks.items()}))
 
 
 def run_validation(
@@ -172,11 +171,11 @@ def run_validation(
     predicted = [predict_ms(a, table) for a in archs]
     timed = time_with_references(profile, backend, {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)},
                                  archs, protocol, report, every_block=same_run)
-    now = same_run_table(profile, timed.blocks, archs) if same_run else None
+    now = same_run_table(profile, timed.blocks) if same_run else None
     rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
                        predict_ms(a, now) if now else None)
             for i, (a, p) in enumerate(zip(archs, predicted))]
-    blocks_ms = {k: LatencyStats.from_rounds(r).median_ms for k, r in timed.blocks.items()} if same_run else None
+    blocks_ms = {b.key: LatencyStats.from_rounds(r).median_ms for b, r in timed.blocks.items()} if same_run else None
     return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct, blocks_ms)
 
 
