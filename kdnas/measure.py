@@ -14,17 +14,18 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from kdnas.candidate import Candidate
-from latlab.architecture import Architecture, example_ids
+from latlab.accuracy import error_pct
+from latlab.architecture import Architecture
+from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.errors import LatlabError
 from latlab.machine import profile_problems
+from latlab.modules import example_ids
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
-from latlab.profiling import Report, quiet
-from latlab.protocol import Protocol
+from latlab.protocol import Protocol, Report, quiet
 from latlab.registry import load_backend
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
-from latlab.validate import drift_corrected_ms, error_pct, time_with_references
 
 
 class LogitsOnly(nn.Module):

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, PreTrainedMo
 
 from kdnas.candidate import Candidate
 from kdnas.mapping import layer_map
-from latlab.blocks import ATTENTION_IMPLEMENTATION
+from latlab.modules import ATTENTION_IMPLEMENTATION
 
 INITS = ("sliced", "random")
 

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from latlab.atomic import read_json
-from latlab.blocks import Block, Encoder, embeddings_block, head_block, layer_block
+from latlab.blocks import Block, embeddings_block, head_block, layer_block
 from latlab.errors import LatlabError
 
 
@@ -93,14 +91,3 @@ def load_architecture(path: str | Path, defaults: dict[str, int] | None = None) 
     if isinstance(data, dict) and defaults:
         data = {**defaults, **data}
     return Architecture.from_json(data, source=str(path))
-
-
-def example_ids(arch: Architecture) -> torch.Tensor:
-    """Token ids of the architecture's exact shape: what a profile's latencies are per call of."""
-    return torch.randint(0, arch.vocab, (arch.batch, arch.seq_len), dtype=torch.long)
-
-
-def build_model(arch: Architecture, seed: int = 0) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
-    torch.manual_seed(seed)
-    ids = example_ids(arch)
-    return Encoder(arch.hidden, list(zip(arch.heads, arch.ffn)), arch.vocab, arch.labels, arch.seq_len).eval(), (ids,)

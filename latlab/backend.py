@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from latlab.errors import LatlabError
 
+if TYPE_CHECKING:  # torch loads only where a model is built, so prediction and `latlab --help` stay fast
+    import torch
+
 PRECISIONS = ("f32", "bf16", "fp16")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Runner(ABC):
 
 
 class Backend(ABC):
+    """Subclasses implement ``_prepare`` (and ``_prepare_onnx`` if the runtime loads ONNX files); the public
+    methods refuse what cannot run first, so no caller has to remember to check."""
+
     name: ClassVar[str]
     pip_extra: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("f32",)
@@ -72,9 +78,28 @@ class Backend(ABC):
     def runtime_version(self) -> str:
         ...
 
-    @abstractmethod
     def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         """Convert/compile ``module`` for the exact shapes of ``example_inputs`` with ``settings`` applied."""
+        self.check(settings)
+        return self._prepare(module, example_inputs, settings)
+
+    def prepare_onnx(self, model: bytes | str | Path, example_inputs: tuple[torch.Tensor, ...],
+                     settings: Settings) -> Runner:
+        """Load an ONNX model (its bytes or a file) for the exact shapes of ``example_inputs``."""
+        self.check(settings)
+        if not isinstance(model, bytes):
+            try:
+                model = Path(model).read_bytes()
+            except OSError as exc:
+                raise LatlabError(f"cannot read ONNX file {model}: {exc.strerror}") from None
+        return self._prepare_onnx(model, example_inputs, settings)
+
+    @abstractmethod
+    def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        """``prepare`` after the settings were checked."""
+
+    def _prepare_onnx(self, model: bytes, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
+        raise LatlabError(f"backend {self.name!r} cannot load an ONNX file; pass the torch module instead")
 
     def default_settings(self) -> Settings:
         return Settings()

@@ -1,81 +1,29 @@
-"""The ``latlab`` command line. User mistakes surface as one line and exit code 2 (``LatlabError``)."""
+"""The ``latlab`` command line: options in, one call, results out. User mistakes surface as one line and exit
+code 2 (``LatlabError``). Modules that load torch or a runtime are imported inside the commands that measure, so
+that ``--help``, ``info`` and ``predict`` start in a fraction of a second."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from latlab.accuracy import error_pct
 from latlab.architecture import load_architecture
 from latlab.atomic import check_writable, write_json
-from latlab.backend import Backend, BackendInfo, Settings
+from latlab.backend import BackendInfo, Settings
+from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
-from latlab.machine import foreign_message, profile_problems
 from latlab.predict import LatencyTable, predict
-from latlab.profile import Profile, default_name, load_complete_profile, load_profile
-from latlab.profiling import Report, continue_profile, new_profile, open_profile
+from latlab.profile import default_name, load_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.report_cli import report
 from latlab.space import load_space
-from latlab.validate import error_pct, plot, run_validation, validation_json
-
-err = Console(stderr=True, soft_wrap=True)  # one line per message in logs, too
-
-
-class Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LatlabError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-
-
-@contextmanager
-def progress_bar() -> Iterator[Report]:
-    """A rich progress bar on stderr; one task per stage (prepare, measure)."""
-    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
-        tasks: dict[str, Any] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield report
-
-
-def check_same_machine(profile: Profile, path: str, force: bool) -> None:
-    """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
-    if not force:
-        load_backend(profile.backend)  # a backend that is not installed is its own, clearer refusal
-    problems = profile_problems(profile)
-    if not problems:
-        return
-    if not force:
-        raise LatlabError(foreign_message(path, problems) + "; measure a profile here, or pass --force")
-    err.print(f"[yellow]Warning:[/] {foreign_message(path, problems)}", highlight=False)
-
-
-def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
-    """A complete profile of this machine whose backend and settings can run here, or one line saying why not."""
-    profile = load_complete_profile(path)
-    check_same_machine(profile, path, force)
-    backend = load_backend(profile.backend)
-    backend.check(profile.settings)
-    return profile, backend
 
 
 @click.group(cls=Group)
@@ -136,6 +84,8 @@ def info(as_json: bool) -> None:
 def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
             resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int) -> None:
     """Measure every block of a space on one backend and write a device profile."""
+    from latlab.profiling import continue_profile, new_profile, open_profile
+
     backend = load_backend(backend_name)
     settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
     backend.check(settings)
@@ -194,6 +144,8 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
              min_seconds: float | None, force: bool, same_run: bool) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
+    from latlab.validate import plot, run_validation, validation_json
+
     loaded, backend = profile_to_measure_with(profile_path, force)
     for path in (json_path, plot_path):
         if path:

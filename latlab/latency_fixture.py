@@ -100,7 +100,8 @@ def resolve(model: ModelLike, inputs: Inputs) -> Target:
         if not given:
             raise LatlabError(f"{type(model).__name__}: a torch module needs example inputs")
         return Target(type(model).__name__, model.eval(), None, given, *_shape(given))
-    from latlab.architecture import Architecture, build_model
+    from latlab.architecture import Architecture
+    from latlab.modules import build_model
 
     if isinstance(model, (Architecture, dict, str, Path)):
         if given is not None:
@@ -119,13 +120,9 @@ def _shape(inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
 
 
 def prepare(backend: Backend, target: Target, settings: Settings) -> Runner:
-    backend.check(settings)
     if target.module is not None:
         return backend.prepare(target.module, target.inputs, settings)
-    for method in ("prepare_onnx", "compile"):  # ONNX Runtime loads ONNX files; OpenVINO compiles them
-        if hasattr(backend, method):
-            return getattr(backend, method)(target.onnx_path, target.inputs, settings)
-    raise LatlabError(f"backend {backend.name!r} cannot load an ONNX file; pass the torch module instead")
+    return backend.prepare_onnx(target.onnx_path, target.inputs, settings)
 
 
 def plan_rounds(round_ms: float, seconds: float, smoke: bool) -> tuple[int, int]:

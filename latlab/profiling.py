@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from latlab.backend import Backend, Runner, Settings
-from latlab.blocks import Block, build_block
+from latlab.blocks import Block
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
+from latlab.modules import build_block
 from latlab.profile import Entry, Profile, load_profile, save_profile, software_versions
-from latlab.protocol import Protocol, Rounds, measure
+from latlab.protocol import Protocol, Report, Rounds, measure, prepare_all, quiet
 from latlab.space import SearchSpace
-
-Report = Callable[[str, int, int], None]  # (stage, done, total): progress for the CLI to draw
-
-
-def quiet(stage: str, done: int, total: int) -> None:
-    return None
-
-
-def prepare_all(backend: Backend, items: dict[str, tuple], settings: Settings, report: Report) -> dict[str, Runner]:
-    """Build/convert every item before any timing starts, so timing rounds are not interleaved with compiles."""
-    runners: dict[str, Runner] = {}
-    for index, (key, (module, inputs)) in enumerate(items.items()):
-        report("prepare", index, len(items))
-        runners[key] = backend.prepare(module, inputs, settings)
-    report("prepare", len(items), len(items))
-    return runners
-
 
 def new_profile(backend: Backend, settings: Settings, space: SearchSpace, protocol: Protocol) -> Profile:
     return Profile(

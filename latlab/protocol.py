@@ -10,10 +10,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from latlab.backend import Runner
+from latlab.backend import Backend, Runner, Settings
 from latlab.stats import LatencyStats
 
 Rounds = list[list[float]]
+Report = Callable[[str, int, int], None]  # (stage, done, total): progress for the CLI to draw
+
+
+def quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def prepare_all(backend: Backend, items: dict[str, tuple], settings: Settings, report: Report) -> dict[str, Runner]:
+    """Build/convert every item before any timing starts, so timing rounds are not interleaved with compiles."""
+    runners: dict[str, Runner] = {}
+    for index, (key, (module, inputs)) in enumerate(items.items()):
+        report("prepare", index, len(items))
+        runners[key] = backend.prepare(module, inputs, settings)
+    report("prepare", len(items), len(items))
+    return runners
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from latlab.atomic import read_json
 from latlab.blocks import Block, embeddings_block, head_block, in_models, layer_block, overhead_block
 from latlab.errors import LatlabError
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "profiles" / "spaces"
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"  # package data: found by any install, editable or not
 DEFAULT_SPACE = SPACES_DIR / "minilm-students.json"
 _LIST_FIELDS = ("layers", "hidden", "heads", "ffn", "seq_len", "batch")
 
@@ -107,6 +107,14 @@ class SearchSpace:
         return space
 
 
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.json"))
+
+
 def load_space(path: str | Path | None = None) -> SearchSpace:
+    """A space file, or the name of a space that ships with latlab (``tiny``, ``minilm-students``, ...)."""
     path = Path(path) if path else DEFAULT_SPACE
-    return SearchSpace.from_json(read_json(path, "space file", f"pick one from {SPACES_DIR}"), str(path))
+    if not path.exists() and path.name == str(path) and (SPACES_DIR / f"{path}.json").exists():
+        path = SPACES_DIR / f"{path}.json"
+    fix = f"give a file, or one of the shipped spaces: {', '.join(shipped_spaces())}"
+    return SearchSpace.from_json(read_json(path, "space file", fix), str(path))

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import io
 import random
-from collections import Counter
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
-import numpy as np
-from scipy.stats import spearmanr
-
-from latlab.architecture import Architecture, build_model
+from latlab.accuracy import Accuracy, error_pct
+from latlab.architecture import Architecture
 from latlab.backend import Backend
-from latlab.blocks import LAYER, MODEL, Block, build_block, overhead_block
-from latlab.predict import LatencyTable, predict_ms, priced_blocks
+from latlab.blocks import Block
+from latlab.drift import drift_corrected_ms, time_with_references
+from latlab.modules import build_model
+from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Entry, Profile
-from latlab.profiling import Report, quiet, prepare_all
-from latlab.protocol import Protocol, Rounds, measure
+from latlab.protocol import Protocol, Report, Rounds, quiet
 from latlab.stats import LatencyStats
 
 
@@ -33,36 +31,6 @@ class ArchResult:
     @property
     def error_pct(self) -> float:
         return error_pct(self.predicted_ms, self.measured.median_ms)
-
-
-def error_pct(predicted_ms: float, measured_ms: float) -> float:
-    """Signed prediction error: + when the profile predicts slower than measured."""
-    return (predicted_ms - measured_ms) / measured_ms * 100
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """nn-Meter's "share within ±10%" next to MAPE and rank agreement (what a search cares about)."""
-
-    mape_pct: float
-    within_5pct: float
-    within_10pct: float
-    spearman: float
-    mean_error_pct: float = 0.0  # signed: a bias (every model too fast or too slow) shows here, not in MAPE
-
-    @classmethod
-    def of(cls, predicted: list[float], measured: list[float]) -> Accuracy:
-        p, m = np.asarray(predicted), np.asarray(measured)
-        signed = (p - m) / m * 100
-        errors = np.abs(signed)
-        rho = float(spearmanr(p, m).statistic) if len(p) > 1 else float("nan")
-        return cls(float(errors.mean()), float((errors <= 5).mean()), float((errors <= 10).mean()), rho,
-                   float(signed.mean()))
-
-    def to_json(self) -> dict[str, float]:
-        return {"mape_pct": round(self.mape_pct, 3), "mean_error_pct": round(self.mean_error_pct, 3),
-                "within_5pct": round(self.within_5pct, 3), "within_10pct": round(self.within_10pct, 3),
-                "spearman": round(self.spearman, 4)}
 
 
 def sample_architectures(profile: Profile, count: int, seed: int) -> list[Architecture]:
@@ -93,59 +61,6 @@ class Validation:
             return None
         return Accuracy.of([r.predicted_ms for r in self.rows],
                            [drift_corrected_ms(r.measured.median_ms, self.drift_pct) for r in self.rows])
-
-
-def reference_blocks(archs: list[Architecture], profile: Profile, count: int = 3) -> list[Block]:
-    """The profiled blocks that price the measured models' layers, those used most first (the cheaper one of
-    equals first), re-timed alongside the models to expose drift."""
-    usage = Counter(b for a in archs for b in priced_blocks(a, profile.protocol.model_depth)
-                    if b.kind in (LAYER, MODEL) and b.key in profile.entries)
-    ranked = sorted(usage, key=lambda b: (-usage[b], b.layers))
-    return ranked[:count]
-
-
-def drift_corrected_ms(measured_ms: float, drift_pct: float) -> float:
-    """A measurement scaled back to the machine's speed when the profile was measured."""
-    return measured_ms / (1 + drift_pct / 100)
-
-
-def reference_drift_pct(results: dict[str, Rounds], profile: Profile, references: list[Block]) -> float | None:
-    """Median over reference blocks of (now / when profiled) - 1, in percent; None without references."""
-    ratios = [LatencyStats.from_rounds(results[b.key]).median_ms / profile.entries[b.key].stats.median_ms
-              for b in references]
-    return (float(np.median(ratios)) - 1) * 100 if ratios else None
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Whole models measured against a profile, with the drift its reference blocks showed in the same rounds."""
-
-    stats: dict[str, LatencyStats]
-    unstable: set[str]
-    drift_pct: float | None  # None when no reference block could be timed
-    blocks: dict[Block, Rounds]  # every profile block timed in the same rounds
-
-
-def time_with_references(profile: Profile, backend: Backend, items: dict[str, tuple], archs: list[Architecture],
-                         protocol: Protocol, report: Report = quiet, every_block: bool = False) -> Measurement:
-    """``items`` (name -> module, example inputs) and the profiled layer blocks ``archs`` use most, interleaved
-    with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted".
-    ``every_block`` also re-times every block the architectures are priced from (``validate --same-run``)."""
-    references = reference_blocks(archs, profile)
-    blocks = used_blocks(archs, profile.protocol.model_depth) if every_block else references
-    runners = prepare_all(backend, {**items, **{block.key: build_block(block)
-                                                for block in blocks}}, profile.settings, report)
-    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
-    return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
-                       reference_drift_pct(results, profile, references), {b: results[b.key] for b in blocks})
-
-
-def used_blocks(archs: list[Architecture], model_depth: int) -> list[Block]:
-    """Every block the architectures are priced from, the per-call overhead included, each once."""
-    found = {overhead_block(a.batch, a.seq_len): None for a in archs}
-    for arch in archs:
-        found.update(dict.fromkeys(priced_blocks(arch, model_depth)))
-    return list(found)
 
 
 def same_run_table(profile: Profile, blocks: dict[Block, Rounds]) -> LatencyTable:
@@ -183,9 +98,13 @@ def rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+VALIDATION_SCHEMA = 1  # the version of what validation_json writes; bump it when a field changes meaning
+
+
 def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str) -> dict[str, Any]:
     accuracy, corrected = validation.accuracy, validation.drift_corrected
     return {
+        "schema_version": VALIDATION_SCHEMA,
         "profile": profile_path,
         "backend": profile.backend,
         "runtime_version": profile.runtime_version,

@@ -21,7 +21,7 @@ from latlab.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TINY_SPACE = ROOT / "profiles" / "spaces" / "tiny.json"
+TINY_SPACE = ROOT / "latlab" / "spaces" / "tiny.json"
 LATLAB_EXE = Path(sys.executable).parent / "latlab"
 PLUGIN_MODULE = "latlab_fake_plugin"
 # Few rounds and a short minimum time: the fake backend's calls cost microseconds, so this stays fast.

@@ -11,7 +11,8 @@ from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict, predict_ms
 from latlab.space import SearchSpace, load_space
 from latlab.stats import LatencyStats
-from latlab.validate import Accuracy, ArchResult, Validation
+from latlab.accuracy import Accuracy
+from latlab.validate import ArchResult, Validation
 
 from conftest import TINY_SPACE
 

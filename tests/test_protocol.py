@@ -272,7 +272,7 @@ def test_interrupted_profile_resumes_without_measuring_finished_rounds_again(cli
 @pytest.mark.parametrize(("option", "field"), [(("--threads", "2"), "settings"),
                                                (("--precision", "bf16"), "settings"),
                                                (("--rounds", "9"), "protocol"),
-                                               (("--space", ROOT / "profiles/spaces/minilm-students.json"), "space")])
+                                               (("--space", ROOT / "latlab/spaces/minilm-students.json"), "space")])
 def test_resume_with_other_settings_is_refused(cli, user_error, fake_profile, option, field) -> None:
     before = fake_profile.read_bytes()
     args = ["profile", "--backend", "fake", "--space", TINY_SPACE, *FAKE_PROTOCOL_ARGS, "--out", fake_profile]
@@ -311,9 +311,9 @@ def test_resume_after_the_rounds_still_flags_unstable_blocks(fake_plugin, tmp_pa
     class ShakyOverhead(plugin.FakeBackend):
         """The overhead block (the one without parameters) alternates between two speeds."""
 
-        def prepare(self, module, example_inputs, settings):
+        def _prepare(self, module, example_inputs, settings):
             if any(True for _ in module.parameters()):
-                return super().prepare(module, example_inputs, settings)
+                return super()._prepare(module, example_inputs, settings)
             return Alternating(3.0, {})
 
     space = load_space(TINY_SPACE)

@@ -97,6 +97,39 @@ def test_check_refuses_settings_a_backend_cannot_honour(fake_plugin, settings, n
     fake_plugin.FakeBackend().check(Settings(threads=2, precision="bf16"))
 
 
+def test_prepare_checks_the_settings_before_the_backend_sees_them(fake_plugin) -> None:
+    """The base class owns the refusal: a plugin's ``_prepare`` never runs with settings it cannot honour."""
+    backend = fake_plugin.FakeBackend()
+    seen = []
+    backend._prepare = lambda module, inputs, settings: seen.append(settings)
+    with pytest.raises(LatlabError, match="does not support precision 'fp16'"):
+        backend.prepare(object(), (), Settings(precision="fp16"))
+    backend.prepare(object(), (), Settings(precision="bf16"))
+    assert seen == [Settings(precision="bf16")]
+
+
+def test_a_backend_without_onnx_loading_refuses_an_onnx_file_in_one_line(fake_plugin, tmp_path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    with pytest.raises(LatlabError, match="^backend 'fake' cannot load an ONNX file; pass the torch module instead$"):
+        fake_plugin.FakeBackend().prepare_onnx(model, (), Settings())
+    with pytest.raises(LatlabError, match="cannot read ONNX file .*missing.onnx"):
+        fake_plugin.FakeBackend().prepare_onnx(tmp_path / "missing.onnx", (), Settings())
+
+
+def test_an_onnx_file_reaches_the_backend_as_bytes(fake_plugin, tmp_path) -> None:
+    """Every backend gets the same thing whether the caller holds bytes or a path (TensorRT hashes the bytes)."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx model bytes")
+    backend = fake_plugin.FakeBackend()
+    received = []
+    backend._prepare_onnx = lambda data, inputs, settings: received.append(data)
+    backend.prepare_onnx(model, (), Settings())
+    backend.prepare_onnx(str(model), (), Settings())
+    backend.prepare_onnx(b"onnx model bytes", (), Settings())
+    assert received == [b"onnx model bytes"] * 3
+
+
 @pytest.mark.parametrize(("name", "module", "extra"), [("onnxruntime", "onnxruntime", "onnxruntime"),
                                                        ("onnxruntime", "onnxscript", "onnxruntime"),
                                                        ("openvino", "openvino", "openvino")])

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from latlab.architecture import Architecture, build_model, load_architecture
-from latlab.blocks import EMBEDDINGS, HEAD, KINDS, LAYER, MODEL, OVERHEAD, Block, bert_config, build_block
+from latlab.architecture import Architecture, load_architecture
+from latlab.blocks import EMBEDDINGS, HEAD, KINDS, LAYER, MODEL, OVERHEAD, Block
 from latlab.errors import LatlabError
+from latlab.modules import bert_config, build_block, build_model
 from latlab.predict import priced_blocks
 from latlab.space import SPACES_DIR, SearchSpace, load_space
 
@@ -248,3 +249,10 @@ def test_architecture_file_takes_what_it_leaves_out_from_the_space(tmp_path: Pat
     arch = load_architecture(path, defaults=space.arch_defaults())
     assert (arch.labels, arch.vocab, arch.seq_len, arch.batch) == (5, 100, 32, 4)  # the file's batch wins
     assert load_architecture(path).labels == 2  # without defaults, the dataclass default
+
+
+def test_a_shipped_space_is_found_by_name_and_a_wrong_name_lists_them(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # package data: found from any working directory
+    assert load_space("tiny") == load_space(TINY_SPACE)
+    with pytest.raises(LatlabError, match="shipped spaces: bert-base-students, minilm-students, tiny"):
+        load_space("tinyy")

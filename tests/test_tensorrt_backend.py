@@ -24,15 +24,16 @@ from backends.tensorrt_cache import EngineCache
 from backends.tensorrt_gpu import NOT_INSTALLED, WARMUP_RUNS, TensorRTBackend
 from backends.torch_cuda import CudaDevice
 from latlab.backend import Availability, Settings
-from latlab.blocks import build_block, overhead_block
+from latlab.blocks import overhead_block
 from latlab.errors import LatlabError
+from latlab.modules import build_block
 from latlab.profiling import run_profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace
 from latlab.validate import run_validation
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "profiles" / "spaces" / "tiny.json")
+TINY = str(ROOT / "latlab" / "spaces" / "tiny.json")
 
 
 # ---- a fake tensorrt module: the TensorRT 10 Python API surface the backend uses, recording what it is asked ----

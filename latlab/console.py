@@ -1,0 +1,67 @@
+"""What both command lines (``latlab`` and ``kdnas``) share at the edge: one-line errors, progress on stderr,
+and the decision to warn about or refuse a profile measured elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from latlab.backend import Backend
+from latlab.errors import LatlabError
+from latlab.machine import foreign_message, profile_problems
+from latlab.profile import Profile, load_complete_profile
+from latlab.protocol import Report
+from latlab.registry import load_backend
+
+err = Console(stderr=True, soft_wrap=True)  # one line per message in logs, too
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LatlabError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@contextmanager
+def progress_bar() -> Iterator[Report]:
+    """A rich progress bar on stderr; one task per stage (prepare, measure)."""
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def check_same_machine(profile: Profile, path: str, force: bool) -> None:
+    """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
+    if not force:
+        load_backend(profile.backend)  # a backend that is not installed is its own, clearer refusal
+    problems = profile_problems(profile)
+    if not problems:
+        return
+    if not force:
+        raise LatlabError(foreign_message(path, problems) + "; measure a profile here, or pass --force")
+    err.print(f"[yellow]Warning:[/] {foreign_message(path, problems)}", highlight=False)
+
+
+def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
+    """A complete profile of this machine whose backend and settings can run here, or one line saying why not."""
+    profile = load_complete_profile(path)
+    check_same_machine(profile, path, force)
+    backend = load_backend(profile.backend)
+    backend.check(profile.settings)
+    return profile, backend
