@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas.candidate import FIELDS, Candidate
-from latlab.atomic import check_writable, write_json, write_text
+from latlab.atomic import write_json, write_text
 from latlab.errors import LatlabError
 
 RUN_FILE, LOG_FILE = "run.json", "search.jsonl"
@@ -166,13 +166,13 @@ def read_run(folder: Path) -> Run:
 
 
 def prepare(folder: Path, key: dict[str, Any], resume: bool, candidates: Collection[Candidate]) -> list[Record]:
-    """Check the folder before any work: the finished records of the interrupted run when resuming (its settings
-    must match ``key`` and its candidates be among ``candidates``), else an absent or empty folder."""
+    """Check the (locked, writable) folder before any work: the finished records of the interrupted run when
+    resuming (its settings must match ``key`` and its candidates be among ``candidates``), else an absent or empty
+    folder."""
     if not resume:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise LatlabError(f"{folder}: already exists and is not empty; pass --resume to continue it or choose "
                               "another --out")
-        check_writable(folder)
         return []
     if not (folder / RUN_FILE).is_file():
         raise LatlabError(f"{folder}: nothing to resume (no {RUN_FILE}); run without --resume")

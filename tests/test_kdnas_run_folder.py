@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdnas.candidate import Candidate
-from kdnas.run_folder import LOG_FILE, RUN_FILE, Record, append, create, parse_records, parse_settings, read_run
+from kdnas.run_folder import (LOG_FILE, RUN_FILE, Record, append, create, parse_records, parse_settings, prepare,
+                              read_run)
 from latlab.errors import LatlabError
 
 SETTINGS = {"profile_path": "p.json", "episodes": 2, "candidates": 3,
@@ -87,6 +88,21 @@ def test_files_that_cannot_be_read_are_one_line(tmp_path: Path) -> None:
     (tmp_path / RUN_FILE).write_text(json.dumps(SETTINGS))
     (tmp_path / LOG_FILE).mkdir()
     one_line_error(lambda: read_run(tmp_path), f"{tmp_path / LOG_FILE}: cannot read it")
+
+
+def test_resume_refuses_other_settings_and_candidates_outside_the_run(tmp_path: Path) -> None:
+    create(tmp_path, SETTINGS)
+    record = Record.from_json(RECORD)
+    append(tmp_path, [], record)
+    key = {k: v for k, v in SETTINGS.items() if k != "episodes"}  # episodes may grow on resume
+    assert prepare(tmp_path, key, True, {record.candidate}) == [record]
+    one_line_error(lambda: prepare(tmp_path, {**key, "candidates": 4}, True, {record.candidate}),
+                   "setting 'candidates' differs")
+    one_line_error(lambda: prepare(tmp_path, key, True, {Candidate(1, 16, 2, 32)}),
+                   f"{tmp_path / LOG_FILE}: candidate L2-h32-a2-f64 (episode 1) is not one this run may distill")
+    one_line_error(lambda: prepare(tmp_path, key, False, {record.candidate}), "already exists and is not empty")
+    one_line_error(lambda: prepare(tmp_path / "new", key, True, set()), "nothing to resume")
+    assert prepare(tmp_path / "new", key, False, set()) == []
 
 
 # --- properties --------------------------------------------------------------------------------------------------
