@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from latlab.architecture import Architecture
-from latlab.errors import LatlabError
 from latlab.space import SearchSpace
 
 FIELDS = ("layers", "hidden", "heads", "ffn")
@@ -36,13 +34,6 @@ class Candidate:
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> Candidate:
-        try:
-            return cls(**{f: int(data[f]) for f in FIELDS})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LatlabError(f"candidate {data!r} is malformed ({exc}); expected fields {', '.join(FIELDS)}") from None
 
 
 def all_candidates(space: SearchSpace) -> list[Candidate]:

@@ -161,6 +161,16 @@ def split(data: TextData) -> Splits:
     return Splits(**{name: subset(indices) for name, indices in buckets.items()})
 
 
+def check_splits(data: TextData, source: str) -> None:
+    """Proxy distillation trains on the train split and scores on validation, the final step tests on test: a file
+    too small to fill all three fails here, before a run starts, not as an IndexError in the middle of it."""
+    splits = split(data)
+    empty = [name for name, _ in SPLITS if not getattr(splits, name).texts]
+    if empty:
+        raise LatlabError(f"data {source}: {len(data.texts)} text(s) leave the {' and '.join(empty)} split empty "
+                          "(80/10/10 by a hash of each text); use a file with more texts (a few dozen at least)")
+
+
 def head(data: TextData, count: int) -> TextData:
     """The first ``count`` examples (a split's order is already shuffled by hash)."""
     labels = data.labels[:count] if data.labels is not None else None

@@ -20,6 +20,7 @@ from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss,
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
 from kdnas.measure import LogitsOnly, Timing, time_models
+from kdnas.run_folder import ONNX_FILE, STUDENT_DIR
 from kdnas.student import build_student, count_parameters
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
@@ -103,9 +104,9 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
         student_acc, teacher_acc = accuracy(student, test, device), accuracy(classifier, test, device)
 
     student.cpu().eval()
-    save_student(student, tokenizer, out / "student")
+    save_student(student, tokenizer, out / STUDENT_DIR)
     example = (example_ids(candidate.architecture(space)),)
-    write_bytes(out / "student.onnx", export_onnx(LogitsOnly(student).eval(), example))
+    write_bytes(out / ONNX_FILE, export_onnx(LogitsOnly(student).eval(), example))
     try:
         latency = time_models(profile, {"student": student, "teacher": classifier}, space, config.protocol)
         reason = ""

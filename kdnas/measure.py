@@ -7,13 +7,18 @@ profiled says how much of a gap between prediction and measurement is the machin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from kdnas.candidate import Candidate
+from kdnas.data import check_encoder, load_classifier
+from kdnas.run_folder import STUDENT_DIR
 from latlab.accuracy import error_pct
 from latlab.architecture import Architecture
 from latlab.drift import drift_corrected_ms, time_with_references
@@ -79,6 +84,34 @@ def priced_architecture(config: PretrainedConfig, space: SearchSpace, name: str)
     return arch
 
 
+def teacher_architecture(teacher_dir: str, space: SearchSpace) -> Architecture:
+    return priced_architecture(AutoConfig.from_pretrained(teacher_dir, local_files_only=True), space,
+                               f"teacher {teacher_dir}")
+
+
+def model_folders(models: Iterable[str], teacher_dir: str | None) -> dict[str, Path]:
+    """Each model named as given (unique, and the reader knows them): a kdnas run folder (its ``student/``) or a
+    Hugging Face BERT model folder; the teacher, when given, as "teacher"."""
+    folders = {}
+    for model in models:
+        folder = Path(model)
+        student = folder / STUDENT_DIR
+        folders[model] = check_encoder(student if student.is_dir() else folder, "model",
+                                       "pass a kdnas run folder or a Hugging Face model folder")
+    if teacher_dir is not None:
+        folders["teacher"] = check_encoder(teacher_dir)
+    return folders
+
+
+def load_priceable(folders: dict[str, Path], profiles: Iterable[Profile]) -> dict[str, PreTrainedModel]:
+    """The models, loaded; one that a profile cannot price is refused before any measuring starts."""
+    loaded = {name: load_classifier(folder, "model") for name, folder in folders.items()}
+    for profile in profiles:
+        for name, model in loaded.items():
+            priced_architecture(model.config, profile.space, name)
+    return loaded
+
+
 def predicted_or_none(arch: Architecture, table: LatencyTable) -> float | None:
     try:
         return predict_ms(arch, table)
@@ -100,3 +133,17 @@ def time_models(profile: Profile, models: dict[str, PreTrainedModel], space: Sea
     rows = {name: Timed(predicted_or_none(archs[name], table), timed.stats[name], name in timed.unstable)
             for name in models}
     return Timing(rows, timed.drift_pct, tuple(profile_problems(profile)))
+
+
+def figure_rows(profile_path: str, profile: Profile, timing: Timing) -> list[dict[str, Any]]:
+    """One row per model of a measurement, as ``kdnas measure --json`` writes it."""
+    rows = []
+    for name, row in timing.rows.items():
+        error, corrected = timing.error_pct(name), timing.error_pct(name, drift_corrected=True)
+        rows.append({"profile": profile_path, "backend": profile.backend, "model": name,
+                     "predicted_ms": row.predicted_ms, "measured_median_ms": round(row.measured.median_ms, 4),
+                     "measured_p90_ms": round(row.measured.p90_ms, 4), "unstable": row.unstable,
+                     "reference_drift_pct": None if timing.drift_pct is None else round(timing.drift_pct, 2),
+                     "error_pct": None if error is None else round(error, 2),
+                     "drift_corrected_error_pct": None if corrected is None else round(corrected, 2)})
+    return rows

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from kdnas.final import FinalResult
 from kdnas.measure import Timing
-from kdnas.search import Record, SearchPlan
+from kdnas.run_folder import LOG_FILE, PLOT_FILE, REPORT_FILE, Record
+from kdnas.search import SearchPlan
 from latlab.atomic import write_bytes, write_text
 from latlab.profile import Profile
 
@@ -129,9 +130,9 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
     for r in sorted(records, key=lambda r: -r.reward)[:10]:
         lines.append(f"| {r.episode} | {r.candidate.name} | {r.parameters:,} | {r.predicted_ms:.3f} | "
                      f"{r.proxy_loss:.3f} | {r.quality:.3f} | {r.reward:.4f} |")
-    lines += ["", f"All {len(records)} candidates are in `search.jsonl`; the plot is `pareto.png`.", ""]
+    lines += ["", f"All {len(records)} candidates are in `{LOG_FILE}`; the plot is `{PLOT_FILE}`.", ""]
     return "\n".join(lines)
 
 
 def write_report(out: Path, text: str) -> None:
-    write_text(out / "report.md", text)
+    write_text(out / REPORT_FILE, text)

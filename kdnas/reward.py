@@ -7,6 +7,7 @@ profile's prediction, never a timing taken during the search.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from latlab.errors import LatlabError
@@ -20,8 +21,8 @@ class RewardConfig:
     budget_ms: float | None = None  # hard limit: candidates predicted above it are never trained
 
     def __post_init__(self) -> None:
-        if not self.target_ms > 0:
-            raise LatlabError(f"reward target must be a positive number of ms, got {self.target_ms}")
+        if not (self.target_ms > 0 and math.isfinite(self.target_ms)):  # inf: 0 ** w divides by zero in reward()
+            raise LatlabError(f"reward target must be a positive, finite number of ms, got {self.target_ms}")
 
     def describe(self) -> str:
         budget = f", hard budget {self.budget_ms:.3f} ms" if self.budget_ms is not None else ""

@@ -1,8 +1,8 @@
 """The search loop: price every candidate from the profile, then per episode let the controller propose, distill
-each proposal on the proxy set, and append one line per candidate to ``search.jsonl``.
+each proposal on the proxy set, and append one line per candidate to the run folder's ``search.jsonl``.
 
-Every line is written atomically (the whole file is rewritten), and proposals are a pure function of earlier
-episodes, so ``--resume`` recomputes the interrupted episode's proposals and skips the finished ones.
+Proposals are a pure function of earlier episodes, so ``--resume`` recomputes the interrupted episode's proposals
+and skips the finished ones.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from kdnas.controller import ControllerConfig, propose
 from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.final import FinalConfig
 from kdnas.reward import RewardConfig, reward, within_budget
+from kdnas.run_folder import Record, append
 from latlab.architecture import Architecture
-from latlab.atomic import check_writable, write_json, write_text
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict_ms
 from latlab.space import SearchSpace
-
-RUN_FILE, LOG_FILE = "run.json", "search.jsonl"
 
 
 @dataclass(frozen=True)
@@ -44,28 +42,6 @@ class SearchPlan:
     def resume_key(self) -> dict[str, Any]:
         """Everything that changes results; episodes may grow on resume."""
         return {k: v for k, v in self.to_json().items() if k != "episodes"}
-
-
-@dataclass(frozen=True)
-class Record:
-    episode: int
-    index: int
-    candidate: Candidate
-    architecture: dict[str, Any]
-    parameters: int
-    predicted_ms: float
-    proxy_loss: float
-    quality: float
-    accuracy: float | None
-    reward: float
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "candidate": self.candidate.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Record:
-        return cls(**{**data, "candidate": Candidate.from_json(data["candidate"])})
 
 
 def price(space: SearchSpace, table: LatencyTable, source: str) -> dict[Candidate, float]:
@@ -101,30 +77,6 @@ def allowed(priced: dict[Candidate, float], config: RewardConfig) -> list[Candid
     return keep
 
 
-def prepare_out(out: Path, plan: SearchPlan, resume: bool) -> list[Record]:
-    """Check the folder before any work; returns finished records when resuming."""
-    run_file, log_file = out / RUN_FILE, out / LOG_FILE
-    if resume:
-        if not run_file.is_file():
-            raise LatlabError(f"{out}: nothing to resume (no {RUN_FILE}); run without --resume")
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
-        for key, value in plan.resume_key().items():
-            if saved.get(key) != value:
-                raise LatlabError(f"{out}: cannot resume, setting {key!r} differs from the interrupted run; "
-                                  "use the same options or another --out")
-        lines = log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []
-        return [Record.from_json(json.loads(line)) for line in lines if line.strip()]
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LatlabError(f"{out}: already exists and is not empty; pass --resume to continue it or choose another --out")
-    check_writable(out)
-    return []
-
-
-def start(out: Path, plan: SearchPlan) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, plan.to_json())
-
-
 Event = Callable[[str, dict[str, Any]], None]  # ("episode" | "candidate", details) for progress display
 
 
@@ -144,10 +96,10 @@ def run_search(plan: SearchPlan, priced: dict[Candidate, float], out: Path, reco
                 continue
             result: CandidateResult = evaluate(candidate, plan.evaluation)
             predicted = priced[candidate]
-            records.append(Record(episode, index, candidate, candidate.architecture(plan.space).to_json(),
-                                  result.parameters, predicted, result.proxy_loss, result.quality, result.accuracy,
-                                  reward(result.quality, predicted, plan.reward), result.seconds))
-            write_text(out / LOG_FILE, "".join(json.dumps(r.to_json()) + "\n" for r in records))
+            records = append(out, records, Record(episode, index, candidate,
+                                                  candidate.architecture(plan.space).to_json(), result.parameters,
+                                                  predicted, result.proxy_loss, result.quality, result.accuracy,
+                                                  reward(result.quality, predicted, plan.reward), result.seconds))
             on_event("candidate", {"record": records[-1], "of": len(proposals)})
     return records
 

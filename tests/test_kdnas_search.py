@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from kdnas.report import latency_sentence
 from latlab.backend import Settings
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
 from latlab.fingerprint import read_fingerprint
+from latlab.lock import lock_path, locked
 from latlab.profile import Entry, Profile, save_profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace
@@ -299,3 +305,143 @@ def test_measure_refuses_a_model_the_profile_cannot_price(setup: dict[str, Path]
     result = CliRunner().invoke(main, ["measure", str(tmp_path / "model"), "--profile", str(setup["profile"]),
                                        "--force"])
     assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output, result.output
+
+
+# --- refused before any work or writing ----------------------------------------------------------------------
+
+KDNAS_EXE = Path(sys.executable).parent / "kdnas"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def interrupted(finished: Path, out: Path, lines: int = 3) -> Path:
+    """The folder a run killed after ``lines`` candidates leaves: its run.json and the first lines of its log."""
+    out.mkdir()
+    shutil.copy(finished / "run.json", out / "run.json")
+    log = (finished / "search.jsonl").read_text().splitlines(keepends=True)
+    (out / "search.jsonl").write_text("".join(log[:lines]))
+    return out
+
+
+def without_seconds(log: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+
+
+def test_data_too_small_for_the_splits(setup: dict[str, Path], tmp_path: Path) -> None:
+    one_row = tmp_path / "one.csv"
+    one_row.write_text("text,label\nthe team won the match,sport\n")
+    message = refused(setup, tmp_path / "o", "--data", str(one_row))
+    assert f"data {one_row}: 1 text(s) leave the" in message and "use a file with more texts" in message
+
+
+def test_teacher_without_weights(setup: dict[str, Path], tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(setup["teacher"], teacher)
+    for weights in teacher.glob("*.safetensors"):
+        weights.unlink()
+    message = refused(setup, tmp_path / "o", "--teacher", str(teacher))
+    assert f"teacher {teacher}: cannot load the model" in message
+
+
+@pytest.mark.parametrize("option", ["--budget-ms", "--target-ratio"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "0", "-1"])
+def test_targets_that_are_not_positive_finite_are_refused_while_parsing(setup: dict[str, Path], tmp_path: Path,
+                                                                        user_error, option: str, value: str) -> None:
+    result = CliRunner().invoke(main, search_args(setup, tmp_path / "o", option, value))
+    user_error(result, f"'{option}'", f"'{value}' is not a positive, finite number")
+    assert not (tmp_path / "o").exists()
+
+
+def test_measure_never_writes_over_an_input_or_into_a_folder(setup: dict[str, Path], finished: Path,
+                                                             tmp_path: Path, user_error) -> None:
+    profile = tmp_path / "profile.json"
+    shutil.copy(setup["profile"], profile)
+    (tmp_path / "sub").mkdir()
+    before = snapshot(tmp_path)
+    same = tmp_path / "sub" / ".." / "profile.json"  # another spelling of the same file
+    result = CliRunner().invoke(main, ["measure", str(finished), "--profile", str(profile), "--json", str(same)])
+    user_error(result, f"--json {same} would overwrite --profile {profile}")
+    result = CliRunner().invoke(main, ["measure", str(finished), "--profile", str(profile), "--json",
+                                       str(tmp_path / "sub")])
+    user_error(result, f"--json {tmp_path / 'sub'} is a folder")
+    assert snapshot(tmp_path) == before
+
+
+def test_search_never_writes_over_an_input(setup: dict[str, Path], tmp_path: Path, user_error) -> None:
+    out = tmp_path / "o"
+    shutil.copytree(setup["teacher"], out / "student")  # the teacher is an earlier run's student
+    before = snapshot(tmp_path)
+    result = CliRunner().invoke(main, search_args(setup, out, "--teacher", str(out / "student"), "--resume"))
+    user_error(result, f"--out {out}'s student would overwrite --teacher {out / 'student'}")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_and_compare_name_a_bad_log_line(setup: dict[str, Path], finished: Path, tmp_path: Path,
+                                                user_error) -> None:
+    out = interrupted(finished, tmp_path / "run")
+    lines = (out / "search.jsonl").read_text().splitlines()
+    broken = json.loads(lines[1])
+    del broken["reward"]
+    (out / "search.jsonl").write_text("\n".join([lines[0], json.dumps(broken), lines[2]]) + "\n")
+    before = snapshot(tmp_path)
+    for args in (search_args(setup, out, "--resume"), ["compare", str(out)]):
+        user_error(CliRunner().invoke(main, args), f"{out / 'search.jsonl'}:2: field 'reward' is missing",
+                   "delete that line")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("text", "needle"), [("[" * 100_000, "nested too deeply"),
+                                              ('["lstm"]', "not a JSON object but list"),
+                                              ('{"controller": {"kind": null}}', "'controller.kind' must be a string")])
+def test_resume_and_compare_name_a_bad_run_json(setup: dict[str, Path], finished: Path, tmp_path: Path, user_error,
+                                                text: str, needle: str) -> None:
+    out = interrupted(finished, tmp_path / "run")
+    (out / "run.json").write_text(text)
+    before = snapshot(tmp_path)
+    for args in (search_args(setup, out, "--resume"), ["compare", str(out)]):
+        user_error(CliRunner().invoke(main, args), f"{out / 'run.json'}: ", needle)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_locked_run_folder_is_refused_naming_the_holder(setup: dict[str, Path], finished: Path, tmp_path: Path,
+                                                          user_error) -> None:
+    out = interrupted(finished, tmp_path / "run")
+    before = snapshot(out)
+    with locked(out):
+        user_error(CliRunner().invoke(main, search_args(setup, out, "--resume")), str(out),
+                   f"in use by another process (PID {os.getpid()}")
+    assert snapshot(out) == before
+
+
+def test_a_second_process_on_a_running_folder_is_refused_and_the_first_loses_nothing(
+        setup: dict[str, Path], finished: Path, tmp_path: Path) -> None:
+    out = interrupted(finished, tmp_path / "run")
+    argv = [str(KDNAS_EXE), *search_args(setup, out, "--resume")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (lock_path(out).is_file() and lock_path(out).read_text().strip() == str(first.pid)):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGSTOP)  # it holds the folder, mid-run, while the second one starts
+        try:
+            before = snapshot(out)
+            second = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+            after = snapshot(out)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        stdout, stderr = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert second.returncode == 2 and second.stdout == "", second.stderr
+    assert second.stderr.splitlines() == [second.stderr.strip()], second.stderr  # one line, no traceback
+    assert second.stderr.startswith(f"Error: {out}: in use by another process (PID {first.pid},")
+    assert after == before  # the refused one wrote nothing
+    assert first.returncode == 0, stderr
+    assert stdout.startswith(f"{out}: ") and "3 already done" in stderr
+    assert without_seconds(read_log(out)) == without_seconds(read_log(finished))  # no record lost or repeated
+    assert (out / "report.md").is_file() and not lock_path(out).exists()
