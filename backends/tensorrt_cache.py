@@ -52,11 +52,14 @@ class EngineCache:
         return stem.with_suffix(".engine"), stem.with_suffix(".json")
 
     def load(self, key: EngineKey) -> tuple[bytes, dict[str, Any]] | None:
-        """The cached plan and its build record, or None when either is missing or unreadable."""
+        """The cached plan and its build record, or None when either is missing, unreadable, or the plan's bytes
+        are not the ones recorded when it was built (truncated, corrupted, or swapped in the folder)."""
         plan_path, record_path = self.paths(key)
         try:
             record = json.loads(record_path.read_text())
             plan = plan_path.read_bytes()
+            if record["plan_sha256"] != hashlib.sha256(plan).hexdigest():
+                return None
             return plan, dict(record["built"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -69,5 +72,5 @@ class EngineCache:
             raise LatlabError(f"{self.folder}: cannot create the TensorRT engine cache ({exc.strerror}); "
                               "set XDG_CACHE_HOME to a writable folder") from None
         plan_path, record_path = self.paths(key)
-        write_json(record_path, {"key": asdict(key), "built": built})
+        write_json(record_path, {"key": asdict(key), "built": built, "plan_sha256": hashlib.sha256(plan).hexdigest()})
         write_bytes(plan_path, plan)

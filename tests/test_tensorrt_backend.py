@@ -405,6 +405,21 @@ def test_plan_the_runtime_cannot_load_is_rebuilt(trt: types.ModuleType, tmp_path
     assert json.loads(plan_file.read_bytes())["version"] == "10.13.0.35"  # overwritten with a good plan
 
 
+def test_a_plan_swapped_in_the_cache_folder_is_not_trusted(trt: types.ModuleType, tmp_path: Path) -> None:
+    """A loadable plan that is not the one recorded at build time (another model's, copied over it) is rebuilt:
+    the cache checks the plan's hash, not only that the runtime can deserialize it."""
+    backend = backend_with(trt, tmp_path)
+    backend.prepare_onnx(onnx_model(X), (X,), CUDA_F32)
+    (first,) = tmp_path.glob("*.engine")
+    other = torch.randn(2, 8)
+    backend.prepare_onnx(onnx_model(other), (other,), CUDA_F32)
+    (second,) = set(tmp_path.glob("*.engine")) - {first}
+    first.write_bytes(second.read_bytes())
+    backend.prepare_onnx(onnx_model(X), (X,), CUDA_F32)
+    assert trt.record.builds == 3
+    assert first.read_bytes() != second.read_bytes()
+
+
 # ---- binding, running and timing ----
 
 def test_buffers_are_bound_and_runs_go_to_the_stream(trt: types.ModuleType, tmp_path: Path) -> None:
