@@ -18,7 +18,11 @@ read off the same entries, layer by layer. Profiles with ``model_depth == 0`` pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from latlab.architecture import Architecture
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, OVERHEAD, Block, embeddings_block, head_block, in_models
@@ -58,6 +62,11 @@ class LatencyTable:
             if deep in net:
                 following[layer] = (net[deep] - net[one]) / (depth - 1)
         return cls(ends, first, following, overhead, profile.space.name)
+
+    @cached_property
+    def grid(self) -> Grid:
+        """The same table as dense arrays, built on first use by ``predict_many``."""
+        return Grid.of(self)
 
     def missing(self, block: Block) -> LatlabError:
         return LatlabError(f"the profile has no entry for block {block.key}: it lies outside the measured grid of "
@@ -114,3 +123,111 @@ def predict(arch: Architecture, table: LatencyTable) -> Prediction:
     """Total and per-block breakdown, for reports."""
     overhead, costs = _overhead(arch, table), _costs(arch, table)
     return Prediction(overhead + sum(ms for _, ms in costs), overhead, tuple((b.key, ms) for b, ms in costs))
+
+
+@dataclass(frozen=True)
+class Architectures:
+    """Many architectures as arrays, one row each, for pricing a whole search space at once. Per-layer columns
+    beyond a row's ``layers`` are ignored (pad them with anything)."""
+
+    hidden: np.ndarray  # (n,)
+    heads: np.ndarray  # (n, max_layers)
+    ffn: np.ndarray  # (n, max_layers)
+    layers: np.ndarray  # (n,)
+    seq_len: np.ndarray  # (n,)
+    batch: np.ndarray  # (n,)
+    vocab: int = 30522
+    labels: int = 2
+
+    @classmethod
+    def of(cls, archs: Sequence[Architecture]) -> Architectures:
+        if len({(a.vocab, a.labels) for a in archs}) > 1:
+            raise LatlabError("architectures priced together must share vocab and labels")
+        width = max(a.layers for a in archs)
+        padded = [(a.heads + (a.heads[0],) * (width - a.layers), a.ffn + (a.ffn[0],) * (width - a.layers))
+                  for a in archs]
+        return cls(np.array([a.hidden for a in archs]), np.array([p[0] for p in padded]),
+                   np.array([p[1] for p in padded]), np.array([a.layers for a in archs]),
+                   np.array([a.seq_len for a in archs]), np.array([a.batch for a in archs]),
+                   archs[0].vocab, archs[0].labels)
+
+    def row(self, index: int) -> Architecture:
+        count = int(self.layers[index])
+        return Architecture(int(self.hidden[index]), tuple(int(a) for a in self.heads[index, :count]),
+                            tuple(int(f) for f in self.ffn[index, :count]), int(self.seq_len[index]),
+                            int(self.batch[index]), self.labels, self.vocab)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A ``LatencyTable`` as dense arrays over its measured values, NaN where it has no entry: pricing becomes
+    array indexing, millions of architectures per second, heterogeneous stacks included."""
+
+    axes: dict[str, np.ndarray]  # batch, seq_len, hidden, heads, ffn: the sorted values measured
+    overhead: np.ndarray  # (batch, seq_len)
+    ends: np.ndarray  # (batch, seq_len, hidden): embeddings + head
+    first: np.ndarray  # (batch, seq_len, hidden, heads, ffn)
+    next: np.ndarray  # (batch, seq_len, hidden, heads, ffn)
+    vocab: int
+    labels: int
+
+    @classmethod
+    def of(cls, table: LatencyTable) -> Grid:
+        layers = list(table.first_ms) + list(table.next_ms)
+        ends = list(table.ends_ms)
+        names = ("batch", "seq_len", "hidden", "heads", "ffn")
+        axes = {name: np.array(sorted({getattr(b, name) for b in layers})) for name in names}
+        shape = tuple(len(axes[name]) for name in names)
+
+        def at(block: Block, count: int) -> tuple[int, ...]:
+            return tuple(int(np.searchsorted(axes[n], getattr(block, n))) for n in names[:count])
+
+        overhead, both_ends = np.full(shape[:2], np.nan), np.zeros(shape[:3])
+        for (batch, seq_len), ms in table.overhead_ms.items():
+            if batch in axes["batch"] and seq_len in axes["seq_len"]:
+                overhead[at(Block(OVERHEAD, batch, seq_len), 2)] = ms
+        found = np.zeros(shape[:3], dtype=int)
+        for block in ends:
+            if block.hidden in axes["hidden"] and block.batch in axes["batch"] and block.seq_len in axes["seq_len"]:
+                both_ends[at(block, 3)] += table.ends_ms[block]
+                found[at(block, 3)] += 1
+        both_ends[found != 2] = np.nan  # embeddings or head missing
+        first, following = np.full(shape, np.nan), np.full(shape, np.nan)
+        for block, ms in table.first_ms.items():
+            first[at(block, 5)] = ms
+        for block, ms in table.next_ms.items():
+            following[at(block, 5)] = ms
+        vocab = {b.vocab for b in ends if b.kind == EMBEDDINGS} or {0}
+        labels = {b.labels for b in ends if b.kind == HEAD} or {0}
+        return cls(axes, overhead, both_ends, first, following, min(vocab), min(labels))
+
+    def positions(self, name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of each value on its axis, and whether it was measured at all."""
+        axis = self.axes[name]
+        index = np.minimum(np.searchsorted(axis, values), len(axis) - 1)
+        return index, axis[index] == values
+
+
+def predict_many(archs: Architectures, table: LatencyTable) -> np.ndarray:
+    """``predict_ms`` for every row at once (the same arithmetic, vectorised); one row the table cannot price
+    raises the same one-line error ``predict_ms`` gives for it."""
+    grid = table.grid
+    b, b_ok = grid.positions("batch", archs.batch)
+    s, s_ok = grid.positions("seq_len", archs.seq_len)
+    h, h_ok = grid.positions("hidden", archs.hidden)
+    a, a_ok = grid.positions("heads", archs.heads)
+    f, f_ok = grid.positions("ffn", archs.ffn)
+    used = np.arange(archs.heads.shape[1]) < archs.layers[:, None]
+    b2, s2, h2 = b[:, None], s[:, None], h[:, None]
+    further = np.where(used[:, 1:], grid.next[b2, s2, h2, a[:, 1:], f[:, 1:]], 0.0).sum(axis=1)
+    total = grid.overhead[b, s] + grid.ends[b, s, h] + grid.first[b, s, h, a[:, 0], f[:, 0]] + further
+    priced = (b_ok & s_ok & h_ok & (a_ok & f_ok | ~used).all(axis=1) & ~np.isnan(total)
+              & (archs.layers >= 1) & (archs.layers <= archs.heads.shape[1]))
+    if archs.vocab != grid.vocab or archs.labels != grid.labels:
+        priced[:] = False
+    if not priced.all():
+        index = int(np.argmin(priced))
+        predict_ms(archs.row(index), table)  # raises the precise one-line error for the block the table lacks
+        raise LatlabError(f"architecture row {index}: layers {archs.layers[index]} but only "
+                          f"{archs.heads.shape[1]} per-layer columns given")
+    return total

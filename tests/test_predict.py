@@ -8,7 +8,7 @@ import pytest
 from latlab.architecture import Architecture
 from latlab.blocks import MODEL, OVERHEAD, embeddings_block, head_block, layer_block, overhead_block
 from latlab.errors import LatlabError
-from latlab.predict import LatencyTable, predict, predict_ms
+from latlab.predict import Architectures, LatencyTable, predict, predict_many, predict_ms
 from latlab.space import SearchSpace, load_space
 from latlab.stats import LatencyStats
 from latlab.accuracy import Accuracy
@@ -45,11 +45,11 @@ MIXED_SPACE = SearchSpace("mixed", layers=(1, 2, 3, 4), hidden=(64,), heads=(2, 
                           batch=(1, 2), labels=2, vocab=100)
 
 
-def random_medians(space: SearchSpace, seed: int) -> dict:
+def random_medians(space: SearchSpace, seed: int, model_depth: int = 0) -> dict:
     """A plausible median per block (at the 0.1 us resolution profiles keep): the overhead small, the rest larger."""
     rng = random.Random(seed)
-    return {b: round(rng.uniform(0.01, 0.05) if b.kind == OVERHEAD else rng.uniform(0.1, 5.0), 4)
-            for b in space.blocks()}
+    return {b: round(rng.uniform(0.01, 0.05) if b.kind == OVERHEAD else rng.uniform(0.1, 5.0) * max(b.layers, 1), 4)
+            for b in space.blocks(model_depth)}
 
 
 def test_heterogeneous_layers_are_priced_layer_by_layer(make_profile) -> None:
@@ -192,3 +192,39 @@ def test_drift_corrected_accuracy_scales_measurements_back_to_the_profiled_machi
     assert validation.accuracy.mape_pct == pytest.approx(100 / 11)  # each 9.1% under: the machine ran 10% slow
     assert validation.drift_corrected.mape_pct == pytest.approx(0.0, abs=1e-9)
     assert validation.drift_corrected.within_5pct == 1.0
+
+
+@pytest.mark.parametrize("model_depth", [0, 4])
+def test_predict_many_prices_every_row_as_predict_ms_does(make_profile, model_depth: int) -> None:
+    """Random heterogeneous stacks of every depth, shape and batch of the space, priced at once."""
+    table = LatencyTable.from_profile(make_profile(random_medians(MIXED_SPACE, 5, model_depth), MIXED_SPACE))
+    rng = random.Random(model_depth)
+    archs = [MIXED_SPACE.sample(rng) for _ in range(400)]
+    assert {a.layers for a in archs} == set(MIXED_SPACE.layers) and len({a.heads for a in archs}) > 4
+    assert predict_many(Architectures.of(archs), table).tolist() == pytest.approx([predict_ms(a, table) for a in archs],
+                                                                                 rel=1e-12)
+
+
+def test_predict_many_names_the_block_a_row_lacks_as_predict_ms_does(make_profile) -> None:
+    medians = random_medians(MIXED_SPACE, 6, model_depth=4)
+    del medians[model_block(layer_block(2, 32, 64, 4, 256), 4)]
+    table = LatencyTable.from_profile(make_profile(medians, MIXED_SPACE))
+    priceable = Architecture(hidden=64, heads=(4,), ffn=(256,), seq_len=32, batch=2, labels=2, vocab=100)
+    lacking = Architecture(hidden=64, heads=(2, 4), ffn=(128, 256), seq_len=32, batch=2, labels=2, vocab=100)
+    with pytest.raises(LatlabError) as single:
+        predict_ms(lacking, table)
+    with pytest.raises(LatlabError) as many:
+        predict_many(Architectures.of([priceable, lacking]), table)
+    assert str(many.value) == str(single.value) and "layer/b2/s32/h64/a4/f256" in str(many.value)
+    other_vocab = Architecture(hidden=64, heads=(4,), ffn=(256,), seq_len=32, batch=2, labels=2, vocab=99)
+    with pytest.raises(LatlabError, match="no entry for block embeddings/b2/s32/h64/v99"):
+        predict_many(Architectures.of([other_vocab]), table)
+
+
+def test_predict_many_refuses_rows_deeper_than_their_columns(make_profile) -> None:
+    table = LatencyTable.from_profile(make_profile(random_medians(MIXED_SPACE, 7), MIXED_SPACE))
+    rows = Architectures.of([Architecture(hidden=64, heads=(2, 2), ffn=(128, 128), seq_len=16, batch=1, labels=2,
+                                          vocab=100)])
+    deeper = Architectures(rows.hidden, rows.heads, rows.ffn, rows.layers + 1, rows.seq_len, rows.batch, 100, 2)
+    with pytest.raises(LatlabError, match="row 0: layers 3 but only 2 per-layer columns given"):
+        predict_many(deeper, table)
