@@ -13,8 +13,9 @@ import click
 
 from latlab.accuracy import error_pct
 from latlab.architecture import load_architecture
-from latlab.atomic import check_writable, write_json
+from latlab.atomic import check_writable, write_bytes, write_json
 from latlab.backend import BackendInfo, Settings
+from latlab.compare import compare_profiles, render_plot
 from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
@@ -49,6 +50,45 @@ def backends(as_json: bool) -> None:
         state = f"available  {info.runtime_version}" if info.available else f"missing    {info.reason}"
         click.echo(f"{info.name:<12} {state}  [precisions: {', '.join(info.precisions)}; "
                    f"devices: {', '.join(info.devices)}]")
+
+
+@main.command(name="compare")
+@click.argument("a_path", metavar="A.json", type=click.Path())
+@click.argument("b_path", metavar="B.json", type=click.Path())
+@click.option("--png", "png_path", type=click.Path(), default=None, help="Write a log-log plot of B against A here.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: bool) -> None:
+    """Two profiles block by block: the ratio B/A per block, the factor per kind, and the blocks that break it."""
+    if png_path:
+        check_writable(png_path)
+        if Path(png_path).resolve() in (Path(a_path).resolve(), Path(b_path).resolve()):
+            raise LatlabError(f"--png {png_path} is one of the profiles being compared; choose another file")
+    a, b = load_profile(a_path), load_profile(b_path)
+    comparison = compare_profiles(a, b)
+    if not comparison.rows:
+        raise LatlabError(f"{a_path} and {b_path} share no measured block (spaces {a.space.name!r} and "
+                          f"{b.space.name!r}); compare profiles of the same space")
+    if png_path:
+        write_bytes(png_path, render_plot(comparison, a.label, b.label))
+    if as_json:
+        click.echo(json.dumps({"a": a_path, "b": b_path, **comparison.to_json()}, indent=1))
+        return
+    click.echo(f"A: {a_path} ({a.label}, {a.fingerprint.cpu_model})")
+    click.echo(f"B: {b_path} ({b.label}, {b.fingerprint.cpu_model})")
+    for difference in comparison.differences or ["no difference in machine, runtime or settings"]:
+        click.echo(f"  {difference}")
+    click.echo(f"{'kind':<12} {'blocks':>6} {'B/A':>7}   pattern (ms)          {'spread':>7}")
+    for kind, scaling in comparison.scaling.items():
+        pattern = f"B = {scaling.factor:.3f} * A^{scaling.exponent:.3f}"
+        click.echo(f"{kind:<12} {scaling.blocks:>6} {scaling.ratio:>7.3f}   {pattern:<21} {scaling.spread_pct:>6.1f}%")
+    outliers = {r.key for r in comparison.outliers}
+    click.echo(f"{'block':<44} {'A ms':>9} {'B ms':>9} {'B/A':>7}")
+    for row in comparison.rows:
+        flag = f"  off the {row.kind} pattern by {comparison.scaling[row.kind].off_pct(row):+.0f}%" \
+            if row.key in outliers else ""
+        click.echo(f"{row.key:<44} {row.a_ms:>9.4f} {row.b_ms:>9.4f} {row.ratio:>7.3f}{flag}")
+    if comparison.only_in_a or comparison.only_in_b:
+        click.echo(f"not compared: {comparison.only_in_a} blocks only in A, {comparison.only_in_b} only in B")
 
 
 @main.command()

@@ -72,13 +72,15 @@ class Fingerprint:
             "gpus": [g.name for g in self.gpus],
         }
 
-    def differences(self, other: Fingerprint, include_gpus: bool = True) -> list[str]:
-        """Mismatches, worded for a profile (self) checked on this machine (other). A CPU profile ignores GPUs."""
+    def differences(self, other: Fingerprint, include_gpus: bool = True,
+                    names: tuple[str, str] = ("in profile", "here")) -> list[str]:
+        """Mismatches, worded by default for a profile (self) checked on this machine (other); ``names`` words them
+        for any two machines. A CPU profile ignores GPUs."""
         mine, theirs = self.identity(), other.identity()
         keys = [k for k in mine if include_gpus or k != "gpus"]
-        found = [f"{k}: {theirs[k]} here vs {mine[k]} in profile" for k in keys if mine[k] != theirs[k]]
+        found = [f"{k}: {theirs[k]} {names[1]} vs {mine[k]} {names[0]}" for k in keys if mine[k] != theirs[k]]
         if self.isa_level != other.isa_level:  # the kind of machine first: it alone moves latencies by a third
-            found.insert(0, f"instruction set {other.isa_level} here vs {self.isa_level} in profile")
+            found.insert(0, f"instruction set {other.isa_level} {names[1]} vs {self.isa_level} {names[0]}")
         return found
 
     def to_json(self) -> dict[str, Any]:
