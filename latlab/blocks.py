@@ -56,6 +56,17 @@ def head_block(batch: int, seq_len: int, hidden: int, labels: int) -> Block:
     return Block(HEAD, batch, seq_len, hidden=hidden, labels=labels)
 
 
+def gflops(block: Block) -> float:
+    """Multiply-add work of a layer, or of a model's layers (2 FLOPs per multiply-add): the projections, the
+    feed-forward and the two attention products. What a runtime does fast; the rest of a layer (softmax,
+    normalisation, copies) is memory-bound."""
+    if block.kind not in (LAYER, MODEL):
+        return 0.0
+    tokens, h = block.batch * block.seq_len, block.hidden
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * block.ffn) + 4 * block.batch * block.seq_len ** 2 * h
+    return per_layer * max(block.layers, 1) / 1e9
+
+
 def in_models(layer: Block, model_depth: int, vocab: int, labels: int) -> tuple[Block, ...]:
     """The blocks that price ``layer``: uniform whole models of 1 and ``model_depth`` copies of it, or the layer
     alone when ``model_depth`` is 0 (profiles written before model blocks)."""

@@ -5,6 +5,7 @@ that ``--help``, ``info`` and ``predict`` start in a fraction of a second."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from latlab.console import Group, check_same_machine, err, profile_to_measure_wi
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
 from latlab.predict import LatencyTable, predict
-from latlab.profile import default_name, load_profile
+from latlab.profile import default_name, load_complete_profile, load_profile, save_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.report_cli import report
@@ -89,6 +90,48 @@ def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: boo
         click.echo(f"{row.key:<44} {row.a_ms:>9.4f} {row.b_ms:>9.4f} {row.ratio:>7.3f}{flag}")
     if comparison.only_in_a or comparison.only_in_b:
         click.echo(f"not compared: {comparison.only_in_a} blocks only in A, {comparison.only_in_b} only in B")
+
+
+@main.command()
+@click.option("--from", "source_path", required=True, type=click.Path(), help="The profile to transfer from.")
+@click.option("--backend", "backend_name", required=True, help="Backend to time the reference blocks on, here.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16"]), default="f32", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the backend's own.")
+@click.option("--budget", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Reference blocks to time here; every other block is estimated from them.")
+@click.option("--space", "space_path", type=click.Path(), default=None,
+              help="Refuse unless the source profile covers this space (default: the source's own space).")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
+              help="Minimum timed seconds per reference block (default: the source profile's).")
+@click.option("--out", type=click.Path(), required=True, help="The transferred profile to write.")
+def transfer(source_path: str, backend_name: str, threads: int, precision: str, device: str | None,
+             budget: int, space_path: str | None, min_seconds: float | None, out: str) -> None:
+    """A profile for this machine and setting from a few measured blocks and a profile measured elsewhere."""
+    from latlab.transfer import plan_references, run_transfer
+
+    source = load_complete_profile(source_path)
+    if space_path is not None and load_space(space_path) != source.space:
+        raise LatlabError(f"{source_path} profiles space {source.space.name!r}, not the one in {space_path}; "
+                          "transfer from a profile of that space")
+    backend = load_backend(backend_name)
+    settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
+    backend.check(settings)
+    if Path(out).resolve() == Path(source_path).resolve():
+        raise LatlabError(f"--out {out} is the source profile; choose another file")
+    check_writable(out)
+    plan = plan_references(source, budget)  # a budget too small is refused before anything is timed
+    protocol = source.protocol if min_seconds is None else replace(source.protocol, min_seconds=min_seconds)
+    started = time.monotonic()
+    err.print(f"Timing {len(plan.references)} reference blocks on {backend.name} ({settings.precision}, "
+              f"{settings.threads} thread(s)) to transfer {source_path} ({source.label})", highlight=False)
+    with progress_bar() as report:
+        result = run_transfer(source, source_path, backend, settings, budget, protocol, report)
+    save_profile(result, out)
+    fits = ", ".join(f"{kind} x{math.exp(f['log_ratio']):.3g} slope {f['slope']:+.2f} (±{f['spread_pct']:.1f}%)"
+                     for kind, f in result.transfer["fit"].items())
+    click.echo(f"wrote {out}: {len(plan.references)} blocks measured, {len(result.entries) - len(plan.references)} "
+               f"estimated, in {time.monotonic() - started:.0f} s; fit {fits}")
 
 
 @main.command()

@@ -1,10 +1,11 @@
 """The device profile: the one file everything else stands on. This module is its only definition.
 
 A profile is plain, versioned JSON. Units are in field names (``median_ms``); batch and seq_len are part of
-every block, so every latency is per call at that batch size. Layout (schema_version 3)::
+every block, so every latency is per call at that batch size. Layout (schema_version 4)::
 
     schema_version   int, bumped on any incompatible change; versions this latlab cannot price are refused, not
-                     guessed at. 3: ``model`` blocks (layers timed inside uniform whole models, see latlab.predict)
+                     guessed at. 4: the optional ``transfer`` record (an older latlab would take estimated
+                     entries for measured ones); 3 (still read): ``model`` blocks (layers timed inside uniform whole models, see latlab.predict)
                      and ``protocol.model_depth``; 2 (still read: its layers were timed alone, model_depth 0):
                      layer blocks carry Hugging Face's attention mask; 1 (refused) priced layers without it
     created_utc      ISO timestamp
@@ -17,6 +18,9 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     space            latlab.space.SearchSpace
     entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
+    transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu, measured:
+                     [block keys timed here], fit: {kind: {factor, exponent, blocks, spread_pct}}, residuals_pct:
+                     {block key: measured vs fit}}; every other entry is an estimate with a single sample
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from latlab.protocol import Protocol, Rounds
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
 
-SCHEMA_VERSION = 3
-OLDEST_READABLE = 2  # version 2 is version 3 without model blocks
+SCHEMA_VERSION = 4
+OLDEST_READABLE = 2  # version 3 is version 4 without transfers, version 2 is version 3 without model blocks
 
 
 @dataclass
@@ -70,10 +74,16 @@ class Profile:
     complete: bool = False
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
+    # Set by `latlab transfer`: the source profile, the blocks measured here and the fit that estimated the rest.
+    # None for a profile whose every entry was measured.
+    transfer: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.runtime_version}, {self.settings.precision}, {self.settings.threads} thread(s)"
+        measured = f" [transferred: {len(self.transfer['measured'])} blocks measured, the rest estimated]" \
+            if self.transfer else ""
+        return (f"{self.backend} {self.runtime_version}, {self.settings.precision}, {self.settings.threads} thread(s)"
+                + measured)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +98,7 @@ class Profile:
             "protocol": self.protocol.to_json(),
             "space": self.space.to_json(),
             "complete": self.complete,
+            "transfer": self.transfer,
             "entries": {
                 key: {
                     "block": entry.block._asdict(),
@@ -139,6 +150,7 @@ class Profile:
                 complete=bool(data["complete"]),
                 created_utc=str(data["created_utc"]),
                 schema_version=version,
+                transfer=dict(data["transfer"]) if data.get("transfer") is not None else None,  # absent before 4
             )
         except KeyError as exc:
             raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None
