@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from latlab.atomic import read_json
-from latlab.blocks import Block, embeddings_block, head_block, layer_block
+from latlab.blocks import Block, embeddings_block, head_block, layer_block, parameters
 from latlab.errors import LatlabError
+
+
+BYTES_PER_WEIGHT = {"f32": 4, "bf16": 2, "fp16": 2}
 
 
 def whole(container: dict[str, Any], field: str) -> int:
@@ -51,6 +54,14 @@ class Architecture:
             *(layer_block(self.batch, self.seq_len, self.hidden, a, f) for a, f in zip(self.heads, self.ffn)),
             head_block(self.batch, self.seq_len, self.hidden, self.labels),
         ]
+
+    @property
+    def parameters(self) -> int:
+        return sum(parameters(block) for block in self.blocks())
+
+    def weight_mb(self, precision: str) -> float:
+        """Megabytes of weights stored at ``precision`` (what a deployment loads)."""
+        return self.parameters * BYTES_PER_WEIGHT[precision] / 1e6
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -67,6 +67,20 @@ def gflops(block: Block) -> float:
     return per_layer * max(block.layers, 1) / 1e9
 
 
+def parameters(block: Block) -> int:
+    """Weights of the block's modules, counted as ``latlab.modules`` builds them (a test checks it against torch):
+    what a deployment stores and loads, next to what it costs in time."""
+    h = block.hidden
+    layer = 4 * h * h + 2 * h * block.ffn + 9 * h + block.ffn  # Q, K, V, O, two norms, the feed-forward pair
+    embeddings = (block.vocab + max(512, block.seq_len) + 2 + 2) * h  # words, positions, token types, norm
+    head = h * h + h + h * block.labels + block.labels  # pooler, classifier
+    if block.kind == LAYER:
+        return layer
+    if block.kind == MODEL:
+        return embeddings + layer * block.layers + head
+    return {EMBEDDINGS: embeddings, HEAD: head}.get(block.kind, 0)
+
+
 def in_models(layer: Block, model_depth: int, vocab: int, labels: int) -> tuple[Block, ...]:
     """The blocks that price ``layer``: uniform whole models of 1 and ``model_depth`` copies of it, or the layer
     alone when ``model_depth`` is 0 (profiles written before model blocks)."""

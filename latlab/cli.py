@@ -203,10 +203,13 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
     result = predict(arch, LatencyTable.from_profile(loaded))
     if as_json:
         click.echo(json.dumps({"profile": profile_path, "arch": arch.to_json(), "total_ms": result.total_ms,
-                               "overhead_ms": result.overhead_ms,
+                               "overhead_ms": result.overhead_ms, "parameters": arch.parameters,
+                               "weight_mb": round(arch.weight_mb(loaded.settings.precision), 3),
                                "parts": [{"block": k, "net_ms": ms} for k, ms in result.parts]}, indent=1))
         return
     click.echo(f"{result.total_ms:.3f} ms per call (batch {arch.batch}, seq_len {arch.seq_len}) on {loaded.label}")
+    click.echo(f"  weights: {arch.parameters / 1e6:.2f} M parameters, {arch.weight_mb(loaded.settings.precision):.1f} MB "
+               f"at {loaded.settings.precision}")
     click.echo(f"  {'overhead':<40} {result.overhead_ms:8.3f} ms")
     for key, ms in result.parts:
         click.echo(f"  {key:<40} {ms:8.3f} ms")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from latlab.architecture import Architecture, load_architecture
-from latlab.blocks import EMBEDDINGS, HEAD, KINDS, LAYER, MODEL, OVERHEAD, Block
+from latlab.blocks import (EMBEDDINGS, HEAD, KINDS, LAYER, MODEL, OVERHEAD, Block, embeddings_block, head_block,
+                           layer_block, overhead_block, parameters)
 from latlab.errors import LatlabError
 from latlab.modules import bert_config, build_block, build_model
 from latlab.predict import priced_blocks
@@ -256,3 +257,18 @@ def test_a_shipped_space_is_found_by_name_and_a_wrong_name_lists_them(tmp_path, 
     assert load_space("tiny") == load_space(TINY_SPACE)
     with pytest.raises(LatlabError, match="shipped spaces: bert-base-students, minilm-students, tiny"):
         load_space("tinyy")
+
+
+@pytest.mark.parametrize("block", [
+    embeddings_block(1, 128, 256, 30522), embeddings_block(2, 600, 64, 100), layer_block(1, 128, 256, 4, 1024),
+    layer_block(1, 32, 384, 12, 1536), head_block(1, 128, 192, 5), overhead_block(1, 16),
+    Block(MODEL, 1, 64, 128, 2, 512, 1000, 3, 4),
+], ids=lambda b: b.key)
+def test_parameter_counts_match_the_modules_that_are_timed(block: Block) -> None:
+    assert parameters(block) == parameter_count(build_block(block)[0])
+
+
+def test_an_architecture_counts_its_weights_as_the_whole_model_holds_them() -> None:
+    arch = Architecture(hidden=128, heads=(2, 4), ffn=(256, 512), seq_len=32, labels=3, vocab=500)
+    assert arch.parameters == parameter_count(build_model(arch)[0])
+    assert arch.weight_mb("bf16") == pytest.approx(arch.weight_mb("f32") / 2) == pytest.approx(arch.parameters * 2e-6)
