@@ -22,6 +22,11 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count() or 1
 
 
+def available_bytes() -> int:
+    """Memory the system can give now without swapping (page cache counts as free)."""
+    return psutil.virtual_memory().available
+
+
 def thread_problem(threads: int) -> str | None:
     usable = usable_cpus()
     if threads <= usable:
@@ -72,7 +77,7 @@ def memory_problem(blocks: Iterable[Block], what: str) -> str | None:
         return None
     largest = max(blocks, key=lambda b: parameters(b) + activations(b))
     need = FLOAT_BYTES * (COPIES * sum(parameters(b) for b in blocks) + max(activations(b) for b in blocks))
-    available = psutil.virtual_memory().available
+    available = available_bytes()
     if need <= available:
         return None
     return (f"{what} needs about {need / 2**30:,.1f} GiB of memory (largest block {largest.key}) but "
