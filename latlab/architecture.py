@@ -9,17 +9,20 @@ from typing import Any
 from latlab.atomic import read_json
 from latlab.blocks import Block, embeddings_block, head_block, layer_block, parameters
 from latlab.errors import LatlabError
+from latlab.fields import refuse, whole
+
+MAX_LAYERS = 1000  # far beyond any encoder; checked before a tuple of that many layers is built
 
 
 BYTES_PER_WEIGHT = {"f32": 4, "bf16": 2, "fp16": 2}
 
 
-def whole(container: dict[str, Any], field: str) -> int:
-    """A JSON field that must be an integer: 64.5 or true is a typo, not a model to price."""
-    value = container[field]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise LatlabError(f"field {field!r} must be a whole number, got {value!r}")
-    return value
+def layer_count(value: Any, source: str, field: str = "layers") -> int:
+    """A layer count that can be built: ``{"layers": 1000000000}`` would fill the memory before any other check."""
+    count = whole(value, source, field)
+    if count > MAX_LAYERS:
+        raise refuse(source, field, f"is {count}; latlab prices at most {MAX_LAYERS} layers")
+    return count
 
 
 @dataclass(frozen=True)
@@ -81,19 +84,22 @@ class Architecture:
         try:
             layers = data["layers"]
             if isinstance(layers, list):
+                layer_count(len(layers), source)
                 if not all(isinstance(layer, dict) for layer in layers):
-                    raise LatlabError("field 'layers' must list objects with heads and ffn")
-                heads = tuple(whole(layer, "heads") for layer in layers)
-                ffn = tuple(whole(layer, "ffn") for layer in layers)
+                    raise refuse(source, "layers", "must list objects with heads and ffn")
+                heads = tuple(whole(layer["heads"], source, f"layers[{i}].heads") for i, layer in enumerate(layers))
+                ffn = tuple(whole(layer["ffn"], source, f"layers[{i}].ffn") for i, layer in enumerate(layers))
             else:
-                count = whole(data, "layers")
-                heads, ffn = (whole(data, "heads"),) * count, (whole(data, "ffn"),) * count
-            extra = {k: whole(data, k) for k in ("seq_len", "batch", "labels", "vocab") if k in data}
-            return cls(hidden=whole(data, "hidden"), heads=heads, ffn=ffn, **extra)
+                count = layer_count(layers, source)
+                heads, ffn = (whole(data["heads"], source, "heads"),) * count, (whole(data["ffn"], source, "ffn"),) * count
+            extra = {k: whole(data[k], source, k) for k in ("seq_len", "batch", "labels", "vocab") if k in data}
+            hidden = whole(data["hidden"], source, "hidden")
         except KeyError as exc:
             raise LatlabError(f"{source}: missing field {exc.args[0]!r}") from None
+        try:
+            return cls(hidden=hidden, heads=heads, ffn=ffn, **extra)
         except LatlabError as exc:
-            raise LatlabError(f"{source}: {exc}".replace("architecture: ", "")) from None
+            raise LatlabError(f"{source}: {str(exc).removeprefix('architecture: ')}") from None
 
 
 def load_architecture(path: str | Path, defaults: dict[str, int] | None = None) -> Architecture:

@@ -14,18 +14,21 @@ import click
 
 from latlab.accuracy import error_pct
 from latlab.architecture import load_architecture
-from latlab.atomic import check_writable, write_bytes, write_json
+from latlab.atomic import write_bytes, write_json
 from latlab.backend import BackendInfo, Settings
 from latlab.compare import compare_profiles, render_plot
 from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
+from latlab.limits import memory_problem, thread_problem
+from latlab.lock import locked
+from latlab.outputs import check_output_files
 from latlab.predict import LatencyTable, predict
-from latlab.profile import default_name, load_complete_profile, load_profile, save_profile
-from latlab.protocol import Protocol
+from latlab.profile import default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
+from latlab.protocol import MAX_MODEL_DEPTH, Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.report_cli import report
-from latlab.space import load_space
+from latlab.space import load_space, space_file
 
 
 @click.group(cls=Group)
@@ -60,10 +63,7 @@ def backends(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: bool) -> None:
     """Two profiles block by block: the ratio B/A per block, the factor per kind, and the blocks that break it."""
-    if png_path:
-        check_writable(png_path)
-        if Path(png_path).resolve() in (Path(a_path).resolve(), Path(b_path).resolve()):
-            raise LatlabError(f"--png {png_path} is one of the profiles being compared; choose another file")
+    check_output_files({"--png": png_path}, {"A.json": a_path, "B.json": b_path})
     a, b = load_profile(a_path), load_profile(b_path)
     comparison = compare_profiles(a, b)
     if not comparison.rows:
@@ -105,8 +105,9 @@ def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: boo
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None,
               help="Minimum timed seconds per reference block (default: the source profile's).")
 @click.option("--out", type=click.Path(), required=True, help="The transferred profile to write.")
+@click.option("--force", is_flag=True, help="Use more threads or memory than this machine has to give.")
 def transfer(source_path: str, backend_name: str, threads: int, precision: str, device: str | None,
-             budget: int, space_path: str | None, min_seconds: float | None, out: str) -> None:
+             budget: int, space_path: str | None, min_seconds: float | None, out: str, force: bool) -> None:
     """A profile for this machine and setting from a few measured blocks and a profile measured elsewhere."""
     from latlab.transfer import plan_references, run_transfer
 
@@ -117,17 +118,16 @@ def transfer(source_path: str, backend_name: str, threads: int, precision: str, 
     backend = load_backend(backend_name)
     settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
     backend.check(settings)
-    if Path(out).resolve() == Path(source_path).resolve():
-        raise LatlabError(f"--out {out} is the source profile; choose another file")
-    check_writable(out)
+    check_output_files({"--out": out}, {"--from": source_path, "--space": space_path})
     plan = plan_references(source, budget)  # a budget too small is refused before anything is timed
+    refuse_unless_forced([thread_problem(threads), memory_problem(plan.references, "the reference blocks")], force)
     protocol = source.protocol if min_seconds is None else replace(source.protocol, min_seconds=min_seconds)
     started = time.monotonic()
     err.print(f"Timing {len(plan.references)} reference blocks on {backend.name} ({settings.precision}, "
               f"{settings.threads} thread(s)) to transfer {source_path} ({source.label})", highlight=False)
-    with progress_bar() as report:
+    with locked(out), progress_bar() as report:
         result = run_transfer(source, source_path, backend, settings, budget, protocol, report)
-    save_profile(result, out)
+        save_profile(result, out)
     fits = ", ".join(f"{kind} x{math.exp(f['log_ratio']):.3g} slope {f['slope']:+.2f} (±{f['spread_pct']:.1f}%)"
                      for kind, f in result.transfer["fit"].items())
     click.echo(f"wrote {out}: {len(plan.references)} blocks measured, {len(result.entries) - len(plan.references)} "
@@ -161,11 +161,14 @@ def info(as_json: bool) -> None:
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=Protocol.min_seconds, show_default=True,
               help="Minimum timed seconds per block.")
 @click.option("--min-samples", type=click.IntRange(min=1), default=Protocol.min_samples, show_default=True)
-@click.option("--model-depth", type=click.IntRange(min=0, max=24), default=Protocol.model_depth, show_default=True,
+@click.option("--model-depth", type=click.IntRange(min=0, max=MAX_MODEL_DEPTH), default=Protocol.model_depth,
+              show_default=True,
               help="Time each layer inside uniform whole models of 1 and this many layers, to price layers as they "
                    "run inside a model; 0 times layers alone (faster, but under-predicts whole models).")
+@click.option("--force", is_flag=True, help="Measure with more threads than usable CPUs, or sizes that may not fit "
+                                            "the memory available, anyway.")
 def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
-            resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int) -> None:
+            resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int, force: bool) -> None:
     """Measure every block of a space on one backend and write a device profile."""
     from latlab.profiling import continue_profile, new_profile, open_profile
 
@@ -176,27 +179,40 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     if model_depth == 1:
         raise LatlabError("--model-depth 1 cannot tell a layer's cost inside a model: use 0 (layers alone) or 2 or more")
     protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples, model_depth=model_depth)
+    refuse_unless_forced([thread_problem(threads),
+                          memory_problem(space.blocks(model_depth), f"profiling space {space.name!r}")], force)
     if out is None:
         out = f"profiles/{default_name(new_profile(backend, settings, space, protocol))}.json"
-    check_writable(out)
+    check_output_files({"--out": out}, {"--space": space_file(space_path)})
     started = time.monotonic()
-    opened = open_profile(backend, settings, space, protocol, Path(out), resume)
-    err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on {backend.name} "
-              f"({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False)
-    with progress_bar() as report:
-        result = continue_profile(backend, opened, Path(out), report)
+    with locked(out):  # a second profiler, or a second --resume, of the same file is refused while this one runs
+        opened = open_profile(backend, settings, space, protocol, Path(out), resume)
+        err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on "
+                  f"{backend.name} ({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False)
+        with progress_bar() as report:
+            result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
     click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
                + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
+
+
+def refuse_unless_forced(problems: list[str | None], force: bool) -> None:
+    """A check that a user may overrule: an error naming ``--force``, or with it a warning."""
+    for problem in filter(None, problems):
+        if not force:
+            raise LatlabError(f"{problem}; pass --force to go ahead anyway")
+        err.print(f"[yellow]Warning:[/] {problem}", highlight=False)
 
 
 @main.command(name="predict")
 @click.option("--profile", "profile_path", required=True, type=click.Path())
 @click.option("--arch", "arch_path", required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
+@click.option("--force", is_flag=True, help="Price from an interrupted (incomplete) profile anyway.")
+def predict_command(profile_path: str, arch_path: str, as_json: bool, force: bool) -> None:
     """Predict a whole model's latency from a profile, with the per-block breakdown."""
     loaded = load_profile(profile_path)
+    refuse_unless_forced([incomplete_problem(loaded, profile_path)], force)
     arch = load_architecture(arch_path, defaults=loaded.space.arch_defaults())
     loaded.space.check_contains(arch)
     check_same_machine(loaded, profile_path, force=True)
@@ -230,12 +246,13 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool) -> None:
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
              min_seconds: float | None, force: bool, same_run: bool) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
-    from latlab.validate import plot, run_validation, validation_json
+    from latlab.validate import plot, run_validation, sample_architectures, validation_json
 
+    check_output_files({"--json": json_path, "--plot": plot_path}, {"--profile": profile_path})
     loaded, backend = profile_to_measure_with(profile_path, force)
-    for path in (json_path, plot_path):
-        if path:
-            check_writable(path)
+    models = [b for arch in sample_architectures(loaded, count, seed) for b in arch.blocks()]
+    refuse_unless_forced([thread_problem(loaded.settings.threads),
+                          memory_problem(models, f"validating {count} models of space {loaded.space.name!r}")], force)
     protocol = loaded.protocol
     if min_seconds is not None:
         protocol = replace(protocol, min_seconds=min_seconds)

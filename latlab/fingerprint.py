@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import psutil
 
 from latlab.errors import LatlabError
+from latlab.limits import usable_cpus
 
 # Instruction-set flags that select different kernels in oneDNN/MLAS/OpenVINO, hence different latencies.
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -163,7 +163,7 @@ def read_fingerprint() -> Fingerprint:
         cpu_flags=flags,
         physical_cores=psutil.cpu_count(logical=False) or 0,
         logical_cores=psutil.cpu_count(logical=True) or 0,
-        usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count() or 0,
+        usable_cpus=usable_cpus(),
         memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
         os=f"{platform.system()} {platform.release()}",
         machine=platform.machine(),

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from latlab.atomic import read_json, write_json
-from latlab.backend import Settings
+from latlab.backend import DEVICES, PRECISIONS, Settings
 from latlab.blocks import KINDS, Block
 from latlab.errors import LatlabError
+from latlab.fields import finite, refuse, short, typed, boolean, whole
 from latlab.fingerprint import Fingerprint
 from latlab.protocol import Protocol, Rounds
 from latlab.space import SearchSpace
@@ -128,34 +129,79 @@ class Profile:
                               f"({OLDEST_READABLE}-{SCHEMA_VERSION});"
                               f"{why} re-measure it with 'latlab profile'")
         try:
-            entries = {}
-            for key, raw in data["entries"].items():
-                block = Block(**raw["block"])
-                if block.kind not in KINDS or block.key != key:
-                    raise LatlabError(f"{source}: entry {key!r} does not match its block {raw['block']}")
-                rounds = [[float(s) for s in r] for r in raw["rounds_ms"]]
-                if not any(rounds):
-                    raise LatlabError(f"{source}: entry {key!r} has no samples")
-                entries[key] = Entry(block, rounds, bool(raw.get("unstable", False)))
             return cls(
-                backend=str(data["backend"]["name"]),
-                runtime_version=str(data["backend"]["runtime_version"]),
-                settings=Settings(**data["settings"]),
-                applied=dict(data["applied"]),
-                software=dict(data["software"]),
-                fingerprint=Fingerprint.from_json(data["fingerprint"]),
-                protocol=Protocol.from_json(data["protocol"]),
+                backend=_text(data["backend"], "name", source, "backend"),
+                runtime_version=_text(data["backend"], "runtime_version", source, "backend"),
+                settings=_settings(data["settings"], source),
+                applied=_object(data["applied"], source, "applied"),
+                software=_object(data["software"], source, "software"),
+                fingerprint=typed(Fingerprint, data["fingerprint"], source, "fingerprint"),
+                protocol=Protocol.from_json(_object(data["protocol"], source, "protocol"), source),
                 space=SearchSpace.from_json(data["space"], f"{source}: field 'space'"),
-                entries=entries,
-                complete=bool(data["complete"]),
-                created_utc=str(data["created_utc"]),
+                entries=_entries(_object(data["entries"], source, "entries"), source),
+                complete=boolean(data["complete"], source, "complete"),
+                created_utc=_text(data, "created_utc", source),
                 schema_version=version,
-                transfer=dict(data["transfer"]) if data.get("transfer") is not None else None,  # absent before 4
+                transfer=_transfer(data.get("transfer"), source),  # absent before schema 4
             )
         except KeyError as exc:
             raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise LatlabError(f"{source}: malformed profile ({exc})") from None
+
+
+def _object(value: Any, source: str, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise refuse(source, field, f"must be a JSON object, got {short(value)}")
+    return value
+
+
+def _transfer(value: Any, source: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    record = _object(value, source, "transfer")
+    measured = record.get("measured")
+    if not isinstance(measured, list) or not all(isinstance(key, str) for key in measured):
+        raise refuse(source, "transfer.measured", f"must list the block keys measured, got {short(measured)}")
+    return record
+
+
+def _text(container: Any, key: str, source: str, field: str = "") -> str:
+    value = _object(container, source, field)[key] if field else container[key]
+    if not isinstance(value, str):
+        raise refuse(source, f"{field}.{key}" if field else key, f"must be text, got {short(value)}")
+    return value
+
+
+def _settings(data: Any, source: str) -> Settings:
+    settings = typed(Settings, data, source, "settings")
+    whole(settings.threads, source, "settings.threads")
+    for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
+        if getattr(settings, name) not in allowed:
+            raise refuse(source, f"settings.{name}", f"must be one of {', '.join(allowed)}, "
+                                                     f"got {short(getattr(settings, name))}")
+    return settings
+
+
+def _entries(data: dict[str, Any], source: str) -> dict[str, Entry]:
+    """Each entry's block must match its key, and its samples be latencies: finite and not negative."""
+    entries = {}
+    for key, raw in data.items():
+        where = f"entries.{key}"
+        raw = _object(raw, source, where)
+        fields = _object(raw["block"], source, f"{where}.block")
+        if set(fields) - set(Block._fields) or fields.get("kind") not in KINDS:
+            raise LatlabError(f"{source}: entry {key!r} does not match its block {short(fields)}")
+        block = Block(fields["kind"], *(whole(fields.get(name, 0), source, f"{where}.block.{name}", minimum=0)
+                                        for name in Block._fields[1:]))
+        if block.key != key:
+            raise LatlabError(f"{source}: entry {key!r} does not match its block {short(fields)}")
+        rounds = raw["rounds_ms"]
+        if not isinstance(rounds, list) or not all(isinstance(r, list) for r in rounds):
+            raise refuse(source, f"{where}.rounds_ms", f"must be a list of lists of milliseconds, got {short(rounds)}")
+        samples = [[finite(s, source, f"{where}.rounds_ms", minimum=0.0) for s in r] for r in rounds]
+        if not any(samples):
+            raise LatlabError(f"{source}: entry {key!r} has no samples")
+        entries[key] = Entry(block, samples, boolean(raw.get("unstable", False), source, f"{where}.unstable"))
+    return entries
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -163,11 +209,20 @@ def load_profile(path: str | Path) -> Profile:
     return Profile.from_json(data, str(path))
 
 
+def incomplete_problem(profile: Profile, path: str | Path) -> str | None:
+    """An interrupted profile prices only part of its space, from rounds that may all come from one slow minute."""
+    if profile.complete:
+        return None
+    return (f"{path}: profile is incomplete (interrupted); finish it with 'latlab profile --resume --out {path}' and "
+            "its original options")
+
+
 def load_complete_profile(path: str | Path) -> Profile:
-    """A profile to predict or measure with: an interrupted one prices only part of its space."""
+    """A profile to predict or measure with."""
     profile = load_profile(path)
-    if not profile.complete:
-        raise LatlabError(f"{path}: profile is incomplete; finish it with 'latlab profile --resume'")
+    problem = incomplete_problem(profile, path)
+    if problem:
+        raise LatlabError(problem)
     return profile
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from latlab.backend import Backend, Runner, Settings
+from latlab.fields import finite, refuse, typed, whole
 from latlab.stats import LatencyStats
 
 Rounds = list[list[float]]
@@ -29,6 +30,9 @@ def prepare_all(backend: Backend, items: dict[str, tuple], settings: Settings, r
         runners[key] = backend.prepare(module, inputs, settings)
     report("prepare", len(items), len(items))
     return runners
+
+
+MAX_MODEL_DEPTH = 24  # the deepest uniform model a profile times (Protocol.model_depth)
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,19 @@ class Protocol:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Protocol:
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        values.setdefault("model_depth", 0)  # written before model blocks existed: every layer was timed alone
-        if values["model_depth"] == 1 or values["model_depth"] < 0:
-            raise ValueError(f"protocol.model_depth must be 0 or at least 2, got {values['model_depth']}")
-        return cls(**values)
+    def from_json(cls, data: Mapping[str, Any], source: str = "profile") -> Protocol:
+        """Fields a later latlab adds are ignored; a count below 1 or a negative time is damage."""
+        values = {**data, "model_depth": data.get("model_depth", 0)}  # written before model blocks: layers alone
+        protocol = typed(cls, values, source, "protocol", strict=False)
+        for name in ("rounds", "min_samples", "max_samples", "warmup_calls"):
+            whole(getattr(protocol, name), source, f"protocol.{name}")
+        for name in ("min_seconds", "warmup_seconds", "max_round_cv_pct"):
+            finite(getattr(protocol, name), source, f"protocol.{name}", minimum=0.0)
+        whole(protocol.remeasure_tries, source, "protocol.remeasure_tries", minimum=0)
+        if protocol.model_depth == 1 or not 0 <= protocol.model_depth <= MAX_MODEL_DEPTH:
+            raise refuse(source, "protocol.model_depth",
+                         f"must be 0 or from 2 to {MAX_MODEL_DEPTH}, got {protocol.model_depth}")
+        return protocol
 
 
 def warm_up(runner: Runner, protocol: Protocol) -> float:

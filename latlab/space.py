@@ -7,14 +7,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from latlab.architecture import Architecture
+from latlab.architecture import Architecture, layer_count
 from latlab.atomic import read_json
 from latlab.blocks import Block, embeddings_block, head_block, in_models, layer_block, overhead_block
 from latlab.errors import LatlabError
+from latlab.fields import refuse, short, whole
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"  # package data: found by any install, editable or not
 DEFAULT_SPACE = SPACES_DIR / "minilm-students.json"
 _LIST_FIELDS = ("layers", "hidden", "heads", "ffn", "seq_len", "batch")
+MAX_VALUES = 100  # per field; shipped spaces list at most 6
+MAX_BLOCKS = 10_000  # a profile times each block for seconds: more would take days (minilm-students has 121)
 
 
 @dataclass(frozen=True)
@@ -90,31 +93,50 @@ class SearchSpace:
     def from_json(cls, data: Any, source: str) -> SearchSpace:
         if not isinstance(data, dict):
             raise LatlabError(f"{source}: expected a JSON object with fields {', '.join(_LIST_FIELDS)}")
-        values: dict[str, Any] = {"name": str(data.get("name", Path(source).stem))}
+        name = data.get("name", Path(source).stem)
+        if not isinstance(name, str):
+            raise refuse(source, "name", f"must be text, got {short(name)}")
+        values: dict[str, Any] = {"name": name}
         for field in _LIST_FIELDS:
             raw = data.get(field)
-            if not isinstance(raw, list) or not raw or not all(isinstance(v, int) and v > 0 for v in raw):
-                raise LatlabError(f"{source}: field {field!r} must be a non-empty list of positive integers")
+            if (not isinstance(raw, list) or not raw or len(raw) > MAX_VALUES
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw)):
+                raise refuse(source, field, f"must be a non-empty list of positive integers (at most {MAX_VALUES}), "
+                                            f"got {short(raw)}")
             values[field] = tuple(sorted(set(raw)))
         for field in ("labels", "vocab"):
             if field in data:
-                if not isinstance(data[field], int) or data[field] <= 0:
-                    raise LatlabError(f"{source}: field {field!r} must be a positive integer")
-                values[field] = data[field]
+                values[field] = whole(data[field], source, field)
+        layer_count(values["layers"][-1], source, "layers")
         space = cls(**values)
-        if not any(space.heads_for(h) for h in space.hidden):
+        count = space.block_count()
+        if not count:
             raise LatlabError(f"{source}: no hidden size is divisible by any head count; nothing to measure")
+        if count > MAX_BLOCKS:
+            raise LatlabError(f"{source}: {count} blocks to measure, more than latlab profiles (at most {MAX_BLOCKS}); "
+                              "use fewer values per field")
         return space
+
+    def block_count(self, model_depth: int = 2) -> int:
+        """How many blocks ``blocks(model_depth)`` lists, counted without listing them; 0 when no layer fits."""
+        per_layer = len(in_models(layer_block(1, 1, 1, 1, 1), model_depth, self.vocab, self.labels))
+        layers = sum(len(self.heads_for(h)) for h in self.hidden) * len(self.ffn) * per_layer
+        return len(self.batch) * len(self.seq_len) * (1 + 2 * len(self.hidden) + layers) if layers else 0
 
 
 def shipped_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.json"))
 
 
-def load_space(path: str | Path | None = None) -> SearchSpace:
-    """A space file, or the name of a space that ships with latlab (``tiny``, ``minilm-students``, ...)."""
+def space_file(path: str | Path | None = None) -> Path:
+    """The file a ``--space`` value names: a path, or the name of a space that ships with latlab (``tiny``, ...)."""
     path = Path(path) if path else DEFAULT_SPACE
     if not path.exists() and path.name == str(path) and (SPACES_DIR / f"{path}.json").exists():
-        path = SPACES_DIR / f"{path}.json"
+        return SPACES_DIR / f"{path}.json"
+    return path
+
+
+def load_space(path: str | Path | None = None) -> SearchSpace:
+    path = space_file(path)
     fix = f"give a file, or one of the shipped spaces: {', '.join(shipped_spaces())}"
     return SearchSpace.from_json(read_json(path, "space file", fix), str(path))

@@ -37,10 +37,29 @@ def workspace(tmp_path: Path, fake_profile: Path) -> Path:
         "arch-outside.json": json.dumps({"hidden": 96, "layers": 1, "heads": 2, "ffn": 256, "seq_len": 32}),
         "arch-broken.json": '{"hidden": 64, "layers": 2',
         "space-broken.json": TINY_SPACE.read_text()[:50],
+        "space.json": TINY_SPACE.read_text(),
+        "deep.json": "[" * 100_000,
+        "space-vocab-true.json": json.dumps({**json.loads(TINY_SPACE.read_text()), "vocab": True}),
+        "space-wide.json": json.dumps({**json.loads(TINY_SPACE.read_text()), "hidden": [1_000_000]}),
+        "space-long.json": json.dumps({**json.loads(TINY_SPACE.read_text()), "seq_len": [1_000_000]}),
+        "arch-billion-layers.json": json.dumps({"hidden": 64, "layers": 1_000_000_000, "heads": 2, "ffn": 256,
+                                                "seq_len": 32}),
+        "negative-sample.json": with_sample(data, -5.0),
+        "nan-sample.json": with_sample(data, float("nan")),
+        "incomplete.json": json.dumps({**data, "complete": False}),
     }
     for name, content in files.items():
         (tmp_path / name).write_text(content)
+    (tmp_path / "results").mkdir()
     return tmp_path
+
+
+def with_sample(profile: dict, sample: float) -> str:
+    """The profile with every sample of its first entry replaced (json writes NaN as NaN, as Python reads it)."""
+    data = json.loads(json.dumps(profile))
+    entry = next(iter(data["entries"].values()))
+    entry["rounds_ms"] = [[sample] * len(r) for r in entry["rounds_ms"]]
+    return json.dumps(data)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -86,7 +105,7 @@ CASES = {
     "out-in-missing-folder": (("profile", *FAKE, "--out", "@no/such/folder/p.json"),
                               ("@no/such/folder/p.json", "does not exist")),
     "out-under-a-file": (("profile", *FAKE, "--out", "@file.txt/p.json"), ("@file.txt/p.json", "does not exist")),
-    "out-is-a-folder-resume": (("profile", *FAKE, "--out", "@", "--resume"), ("cannot read profile",)),
+    "out-is-a-folder-resume": (("profile", *FAKE, "--out", "@", "--resume"), ("--out", "is a folder")),
     "existing-out-without-resume": (("profile", *FAKE, "--out", "@existing.json"),
                                     ("@existing.json", "already exists", "--resume")),
     "validate-json-in-missing-folder": (("validate", "--profile", "@good.json", "--json", "@no/result.json"),
@@ -94,6 +113,43 @@ CASES = {
     "validate-plot-under-a-file": (("validate", "--profile", "@good.json", "--plot", "@file.txt/plot.png"),
                                    ("@file.txt/plot.png", "does not exist")),
     "validate-one-arch": (("validate", "--profile", "@good.json", "--archs", "1"), ("--archs",)),
+    # issue 14: an output equal to an input, to another output, or a folder is refused before anything is measured
+    "validate-json-is-the-profile": (("validate", "--profile", "@good.json", "--json", "@good.json"),
+                                     ("--json", "@good.json", "would overwrite --profile")),
+    "validate-plot-is-the-profile": (("validate", "--profile", "@good.json", "--plot", "@results/../good.json"),
+                                     ("--plot", "would overwrite --profile")),
+    "validate-json-and-plot-one-file": (("validate", "--profile", "@good.json", "--json", "@r.out", "--plot", "@r.out"),
+                                        ("--plot and --json are the same path",)),
+    "validate-json-is-a-folder": (("validate", "--profile", "@good.json", "--json", "@results"),
+                                  ("--json", "@results", "is a folder")),
+    "profile-out-is-the-space": (("profile", "--backend", "fake", "--space", "@space.json", "--out", "@space.json"),
+                                 ("--out", "@space.json", "would overwrite --space")),
+    # issue 14: nesting that would overflow the parser's stack, in every reader
+    "deep-profile": (("predict", "--profile", "@deep.json", "--arch", "@arch.json"),
+                     ("@deep.json", "nested more than 32 levels deep at line 1", "deeper than any profile")),
+    "deep-arch": (("predict", "--profile", "@good.json", "--arch", "@deep.json"),
+                  ("@deep.json", "nested more than 32 levels", "deeper than any architecture file")),
+    "deep-space": (("profile", "--backend", "fake", "--space", "@deep.json", "--out", "@new.json"),
+                   ("@deep.json", "nested more than 32 levels", "space file")),
+    # issue 14: sizes refused before anything is built
+    "arch-billion-layers": (("predict", "--profile", "@good.json", "--arch", "@arch-billion-layers.json"),
+                            ("@arch-billion-layers.json", "'layers' is 1000000000", "at most 1000 layers")),
+    "space-hidden-million": (("profile", *FAKE[:2], "--space", "@space-wide.json", "--out", "@new.json"),
+                             ("GiB of memory", "h1000000", "--force")),
+    "space-seq-len-million": (("profile", *FAKE[:2], "--space", "@space-long.json", "--out", "@new.json"),
+                              ("GiB of memory", "s1000000", "--force")),
+    "threads-beyond-the-cpus": (("profile", *FAKE, "--threads", "10000", "--out", "@new.json"),
+                                ("10000 threads are more than the", "--force")),
+    # issue 14: impossible values are refused, naming the file that holds them
+    "space-vocab-true": (("profile", "--backend", "fake", "--space", "@space-vocab-true.json", "--out", "@new.json"),
+                         ("@space-vocab-true.json", "field 'vocab' must be a whole number")),
+    "negative-sample-predict": (("predict", "--profile", "@negative-sample.json", "--arch", "@arch.json"),
+                                ("@negative-sample.json", "rounds_ms' must be a finite number >= 0, got -5.0")),
+    "nan-sample-validate": (("validate", "--profile", "@nan-sample.json"),
+                            ("@nan-sample.json", "rounds_ms' must be a finite number >= 0, got nan")),
+    # issue 14: an interrupted profile is not priced silently
+    "predict-incomplete-profile": (("predict", "--profile", "@incomplete.json", "--arch", "@arch.json"),
+                                   ("@incomplete.json", "incomplete", "--resume", "--force")),
 }
 
 

@@ -63,6 +63,6 @@ def test_cli_refuses_a_plot_over_a_profile_and_profiles_that_share_no_block(cli,
     other = SearchSpace("o", layers=(1,), hidden=(32,), heads=(2,), ffn=(64,), seq_len=(8,), batch=(1,))
     save_profile(synthetic_profile({b: 1.0 for b in other.blocks(4)}, other), b_path)
     before = a_path.read_bytes()
-    user_error(cli("compare", a_path, b_path, "--png", a_path), "--png", "one of the profiles being compared")
+    user_error(cli("compare", a_path, b_path, "--png", a_path), "--png", "would overwrite A.json")
     assert a_path.read_bytes() == before
     user_error(cli("compare", a_path, b_path), "share no measured block", "same space")

@@ -153,16 +153,16 @@ def damage(data: dict[str, Any], how: str) -> Any:
     ("no_entries", "field 'entries' missing"),
     ("no_settings", "field 'settings' missing"),
     ("no_backend_name", "field 'name' missing"),
-    ("entries_list", "malformed profile"),
+    ("entries_list", "field 'entries' must be a JSON object"),
     ("renamed_entry", "does not match its block"),
     ("unknown_kind", "does not match its block"),
     ("empty_rounds", "has no samples"),
-    ("text_sample", "malformed profile"),
-    ("unknown_setting", "malformed profile"),
-    ("unknown_block_field", "malformed profile"),
+    ("text_sample", "must be a finite number >= 0, got 'fast'"),
+    ("unknown_setting", "field 'settings.turbo' is not a field of settings"),
+    ("unknown_block_field", "does not match its block"),
     ("bad_space", "field 'space'"),
-    ("bad_fingerprint", "malformed profile"),
-    ("model_depth_one", "protocol.model_depth must be 0 or at least 2"),
+    ("bad_fingerprint", "field 'fingerprint.cpu_model' missing"),
+    ("model_depth_one", "field 'protocol.model_depth' must be 0 or from 2 to 24, got 1"),
 ])
 def test_damaged_profile_is_refused_with_the_file_and_the_field(tmp_path: Path, valid, how, needle) -> None:
     path = tmp_path / "damaged.json"

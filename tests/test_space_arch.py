@@ -215,7 +215,11 @@ def test_values_outside_the_space_are_named(change, field) -> None:
     ({"ffn": [256, -1]}, "field 'ffn' must be a non-empty list of positive integers"),
     ({"seq_len": 32}, "field 'seq_len'"),
     ({"heads": [3], "hidden": [64]}, "no hidden size is divisible by any head count"),
-    ({"labels": 0}, "field 'labels' must be a positive integer"),
+    ({"labels": 0}, "field 'labels' must be a whole number >= 1"),
+    ({"vocab": True}, "field 'vocab' must be a whole number >= 1, got True"),
+    ({"hidden": [True]}, "field 'hidden' must be a non-empty list of positive integers"),
+    ({"layers": [2, 1000000000]}, "field 'layers' is 1000000000; latlab prices at most 1000 layers"),
+    ({"hidden": list(range(64, 6464, 64)), "ffn": list(range(1, 101))}, "blocks to measure, more than latlab profiles"),
 ])
 def test_bad_space_files_name_the_field(tmp_path: Path, change, needle) -> None:
     path = tmp_path / "space.json"

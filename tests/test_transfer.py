@@ -94,7 +94,7 @@ def test_cli_refuses_a_budget_too_small_before_timing_and_an_out_over_the_source
     user_error(cli("transfer", "--from", fake_profile, "--backend", "fake", "--budget", "3", "--out",
                    tmp_path / "t.json"), "--budget 3 is too small")
     user_error(cli("transfer", "--from", fake_profile, "--backend", "fake", "--out", fake_profile),
-               "is the source profile")
+               "would overwrite --from")
     other = tmp_path / "space.json"
     other.write_text(json.dumps({"name": "o", "layers": [1], "hidden": [32], "heads": [2], "ffn": [64],
                                  "seq_len": [8], "batch": [1]}))
