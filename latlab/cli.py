@@ -22,7 +22,7 @@ from latlab.predict import LatencyTable, predict
 from latlab.profile import default_name, load_profile
 from latlab.protocol import Protocol
 from latlab.registry import backend_names, describe, load_backend
-from latlab.report_cli import report
+from latlab.regression.cli import report
 from latlab.space import load_space
 
 
@@ -182,4 +182,4 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         plot(validation, loaded.label, plot_path)
 
 
-main.add_command(report)  # latency regression reports from saved pytest-benchmark runs (latlab/report_cli.py)
+main.add_command(report)  # latency regression reports from saved pytest-benchmark runs (latlab/regression/cli.py)

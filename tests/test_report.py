@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from latlab.benchrun import BenchRecord, load_run, parse_run
 from latlab.errors import LatlabError
 from latlab.fingerprint import Fingerprint
-from latlab.gates import STATS, Gate, judge, parse_gates
-from latlab.report import compare_runs, render_chart, render_markdown
+from latlab.regression.gates import STATS, Gate, judge, parse_gates
+from latlab.regression.report import compare_runs, render_chart, render_markdown
+from latlab.regression.runs import BenchRecord, load_run, parse_run
 from latlab.stats import LatencyStats
 
 FINGERPRINT = Fingerprint("AMD EPYC", ("avx2", "fma"), 2, 2, 2, 23.5, "Linux 6.8", "x86_64")
@@ -119,7 +119,7 @@ def test_other_hardware_or_runtime_is_noted_or_refused(tmp_path: Path) -> None:
     current = load_run(saved(tmp_path / "now.json", {A: record(10.0, 12.0, runtime_version="1.32.0")},
                              plain=("test_suite.py::test_plain",)))
     notes = compare_runs(base, current, parse_gates("p90:10%")).notes
-    assert any("cpu_model: AMD EPYC here vs Intel Xeon in baseline" in n for n in notes)
+    assert any("cpu_model: AMD EPYC here vs Intel Xeon in profile" in n for n in notes)
     assert any(f"{A}: runtime_version: 1.32.0 here vs 1.31.1 in baseline" in n for n in notes)
     assert any("not timed by latlab's latency fixture, not compared: test_suite.py::test_plain" in n for n in notes)
     with pytest.raises(LatlabError, match="other hardware, runtime or settings.*--strict-device"):

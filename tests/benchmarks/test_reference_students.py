@@ -7,8 +7,6 @@ run does that once (tests/test_pytest_plugin.py) so that the suite cannot rot.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from latlab.architecture import Architecture
@@ -17,8 +15,7 @@ from latlab.space import load_space
 
 pytestmark = pytest.mark.bench
 
-# The default space, read from this checkout: tox installs latlab as a package, which does not carry profiles/.
-SPACE = load_space(Path(__file__).resolve().parents[2] / "profiles" / "spaces" / "minilm-students.json")
+SPACE = load_space("minilm-students")  # the default space, shipped as package data
 
 
 def student(hidden: int, layers: int, heads: int, ffn: int) -> Architecture:
