@@ -39,7 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("latlab", "latency regression tests (latlab)")
     group.addoption("--latlab-fail", action="append", default=[], metavar="STAT:LIMIT%",
                     help="fail a latency test that got slower than the run loaded by --benchmark-compare, "
-                         "e.g. p90:10% (repeatable or comma-separated; STAT: min, median, mean, p90, p95, p99); "
+                         "by more than the limit with 95% confidence (bootstrap interval), "
+                         "e.g. median:5% (repeatable or comma-separated; STAT: min, median, mean, p90, p95, p99); "
                          "compared relative to the calibration anchor when both runs timed it")
     group.addoption("--latlab-strict-device", action="store_true",
                     help="fail instead of warn when a compared run or profile comes from other hardware, another "
