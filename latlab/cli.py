@@ -27,7 +27,7 @@ from latlab.predict import LatencyTable, predict
 from latlab.profile import default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
 from latlab.protocol import MAX_MODEL_DEPTH, Protocol
 from latlab.registry import backend_names, describe, load_backend
-from latlab.report_cli import report
+from latlab.regression.cli import report
 from latlab.space import load_space, space_file
 
 
@@ -285,4 +285,4 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         plot(validation, loaded.label, plot_path)
 
 
-main.add_command(report)  # latency regression reports from saved pytest-benchmark runs (latlab/report_cli.py)
+main.add_command(report)  # latency regression reports from saved pytest-benchmark runs (latlab/regression/cli.py)

@@ -3,6 +3,8 @@ runtime, and no module imports another that imports it back."""
 
 from __future__ import annotations
 
+import ast
+import ast
 import json
 import subprocess
 import sys
@@ -45,3 +47,77 @@ def test_light_commands_start_without_torch(tmp_path: Path, args: list[str]) -> 
             else a for a in args]
     code = f"from latlab.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as exit:\n    assert not exit.code"
     assert not loaded_after(code) & set(HEAVY)
+
+
+def project_imports(path: Path) -> set[str]:
+    """Project modules ``path`` imports anywhere, in functions too (a deferred import is still a dependency);
+    ``if TYPE_CHECKING:`` blocks are left out, as they never run."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+               for inner in node.body for n in ast.walk(inner)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from latlab import predict`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
+    return found
+
+
+def test_no_import_circles() -> None:
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    graph = {name: sorted(project_imports(path) & set(modules) - {name}) for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            pytest.fail("import circle: " + " -> ".join(path[path.index(name):] + [name]))
+        if name in done:
+            return
+        for following in graph[name]:
+            visit(following, path + [name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def project_imports(path: Path) -> set[str]:
+    """Project modules ``path`` imports anywhere, in functions too (a deferred import is still a dependency);
+    ``if TYPE_CHECKING:`` blocks are left out, as they never run."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+               for inner in node.body for n in ast.walk(inner)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from latlab import predict`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
+    return found
+
+
+def test_no_import_circles() -> None:
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    graph = {name: sorted(project_imports(path) & set(modules) - {name}) for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            pytest.fail("import circle: " + " -> ".join(path[path.index(name):] + [name]))
+        if name in done:
+            return
+        for following in graph[name]:
+            visit(following, path + [name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+# pytester drops from sys.modules what an in-process run imported. torch imports torch._dynamo lazily, on the first
+# call of some functions, and it registers an operator library that cannot be registered twice: imported here, once.
+import torch._dynamo  # noqa: F401
 
 from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
 from latlab.fingerprint import Fingerprint, read_fingerprint
-from latlab.latency_fixture import plan_rounds, relative_to_anchor, stats_of
+from latlab.regression.anchor import relative_to_anchor
+from latlab.regression.fixture import plan_rounds, stats_of
 from latlab.profile import save_profile
 from latlab.space import SearchSpace
 
@@ -114,12 +118,12 @@ def quick(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def test_plugin_import_is_cheap_and_registered() -> None:
     """Every pytest run of the environment loads the plugin: it must not drag in torch, numpy or the runtimes."""
     heavy = ("torch", "numpy", "transformers", "onnxruntime", "openvino")
-    code = f"import sys, latlab.pytest_plugin; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, latlab.regression.plugin; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     from importlib.metadata import entry_points
 
-    assert [ep.value for ep in entry_points(group="pytest11") if ep.name == "latlab"] == ["latlab.pytest_plugin"]
+    assert [ep.value for ep in entry_points(group="pytest11") if ep.name == "latlab"] == ["latlab.regression.plugin"]
 
 
 def test_saved_run_carries_fingerprint_and_record(user_project: pytest.Pytester) -> None:
@@ -172,7 +176,7 @@ def test_unknown_backend_fails_with_one_line(pytester: pytest.Pytester) -> None:
     result = smoke(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*unknown backend 'nope'; registered backends: *"])
-    assert "Traceback" not in result.stdout.str() and "latency_fixture.py" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str() and "regression/fixture.py" not in result.stdout.str()
 
 
 def test_onnx_file_on_onnxruntime_and_openvino(pytester: pytest.Pytester) -> None:
@@ -250,7 +254,7 @@ def test_other_hardware_warns_or_fails_when_strict(user_project: pytest.Pytester
     warned = smoke(user_project, "--benchmark-compare=0001")
     warned.assert_outcomes(passed=2)
     warned.stdout.fnmatch_lines(["*LatlabDeviceWarning: the run loaded by --benchmark-compare was measured on other "
-                                 "hardware: cpu_model: * here vs Some Other CPU in that run*"])
+                                 "hardware: cpu_model: * here vs Some Other CPU in baseline*"])
     strict = smoke(user_project, "--benchmark-compare=0001", "--latlab-strict-device")
     assert strict.ret == pytest.ExitCode.USAGE_ERROR
     strict.stderr.fnmatch_lines(["*measured on other hardware: cpu_model*(--latlab-strict-device)*"])
@@ -289,7 +293,7 @@ def test_profile_gate(pytester: pytest.Pytester, make_profile, block_ms: float, 
         def test_student(latency):
             latency.against_profile("profile.json", {ARCH!r}, fail="median:15%")
     """)
-    result = quick(pytester, "-W", "error::latlab.pytest_plugin.LatlabDeviceWarning")
+    result = quick(pytester, "-W", "error::latlab.regression.plugin.LatlabDeviceWarning")
     result.assert_outcomes(**{outcome: 1})
     if outcome == "failed":
         result.stdout.fnmatch_lines(["*FAIL median * ms vs profile * ms: *% (limit +15%)*"])
@@ -354,11 +358,11 @@ def test_bench_suite_smoke(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    from latlab.benchrun import load_run
+    from latlab.regression.runs import load_run
     from latlab.registry import backend_names, load_backend
 
     run = load_run(out)
-    assert run.fingerprint == read_fingerprint().identity()
+    assert run.fingerprint == read_fingerprint()
     measured = {record.backend for record in run.records.values()}
     available = {name for name in backend_names() if load_backend(name).is_available()}
     assert measured == available and "torch" in measured

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from latlab.benchrun import BenchRecord, load_run, parse_run
 from latlab.errors import LatlabError
 from latlab.fingerprint import Fingerprint
-from latlab.gates import STATS, Gate, judge, parse_gates
-from latlab.report import compare_runs, render_chart, render_markdown
+from latlab.regression.gates import STATS, Gate, judge, parse_gates
+from latlab.regression.report import compare_runs, render_chart, render_markdown
+from latlab.regression.runs import BenchRecord, load_run, parse_run
 from latlab.stats import LatencyStats
 
 FINGERPRINT = Fingerprint("AMD EPYC", ("avx2", "fma"), 2, 2, 2, 23.5, "Linux 6.8", "x86_64")

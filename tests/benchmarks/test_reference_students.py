@@ -15,7 +15,7 @@ from latlab.space import load_space
 
 pytestmark = pytest.mark.bench
 
-SPACE = load_space("minilm-students")  # package data: found by an editable install and by tox's packaged one
+SPACE = load_space("minilm-students")  # the default space, shipped as package data
 
 
 def student(hidden: int, layers: int, heads: int, ffn: int) -> Architecture:

@@ -1,56 +1,46 @@
 """latlab's pytest plugin (entry point group ``pytest11``): installing latlab enables it in every pytest run.
 
-It provides the ``latency`` fixture (``latlab.latency_fixture``), writes this machine's latlab fingerprint into
-every pytest-benchmark run it saves, and checks the hardware of a run loaded by ``--benchmark-compare``.
-Because every pytest run in the environment loads it, it imports only pytest and stdlib-only latlab modules at
-import time; torch, numpy and the runtimes load inside the fixture and hooks when they are used.
+It provides the ``latency`` fixture (``latlab.regression.fixture``), handing it the session state and deciding what
+a mismatch means; writes this machine's latlab fingerprint into every pytest-benchmark run it saves; and checks
+the hardware of a run loaded by ``--benchmark-compare``. The checks return problems; this module, the edge, turns
+them into ``pytest.UsageError``, a failed test or a warning. Because every pytest run in the environment loads it,
+it imports only pytest and stdlib-only latlab modules at import time; torch, numpy and the runtimes load inside
+the fixture and hooks when they are used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from latlab.errors import LatlabError
-from latlab.gates import Gate, parse_gates
+from latlab.regression.gates import parse_gates
+from latlab.regression.session import SessionState
 
 if TYPE_CHECKING:
-    from latlab.benchrun import BenchRecord
-    from latlab.latency_fixture import Latency
+    from latlab.regression.fixture import Latency
 
 
 class LatlabDeviceWarning(pytest.PytestWarning):
     """A comparison with a run or profile from other hardware, runtime version or settings."""
 
 
-@dataclass
-class PluginState:
-    gates: tuple[Gate, ...]  # --latlab-fail: gates against the saved run loaded by --benchmark-compare
-    strict_device: bool
-    seconds: float
-    smoke: bool
-    baseline: dict[str, BenchRecord] | None = None  # latlab records of the compared run, by test node id
-    fingerprint_json: dict[str, Any] | None = field(default=None, repr=False)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """Read once per session (cpuinfo takes ~0.2 s)."""
-        if self.fingerprint_json is None:
-            from latlab.fingerprint import read_fingerprint
-
-            self.fingerprint_json = read_fingerprint().to_json()
-        return self.fingerprint_json
+class LatlabGateWarning(pytest.PytestWarning):
+    """A gate applied with less than it should have: a point comparison where an interval was due."""
 
 
-STATE = pytest.StashKey[PluginState]()
+STATE = pytest.StashKey[SessionState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("latlab", "latency regression tests (latlab)")
     group.addoption("--latlab-fail", action="append", default=[], metavar="STAT:LIMIT%",
                     help="fail a latency test that got slower than the run loaded by --benchmark-compare, "
-                         "e.g. p90:10% (repeatable or comma-separated; STAT: min, median, mean, p90, p95, p99); "
+                         "by more than the limit with 95% confidence (bootstrap interval), "
+                         "e.g. median:5% (repeatable or comma-separated; STAT: min, median, mean, p90, p95, p99); "
                          "compared relative to the calibration anchor when both runs timed it")
     group.addoption("--latlab-strict-device", action="store_true",
                     help="fail instead of warn when a compared run or profile comes from other hardware, another "
@@ -75,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
     seconds = config.getoption("latlab_seconds")
     if not seconds > 0:
         raise pytest.UsageError(f"--latlab-seconds must be positive, got {seconds}")
-    config.stash[STATE] = PluginState(gates, config.getoption("latlab_strict_device"), seconds,
+    config.stash[STATE] = SessionState(gates, config.getoption("latlab_strict_device"), seconds,
                                       config.getoption("latlab_smoke"))
 
 
@@ -97,7 +87,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession: Any, machine_info: dict[str, Any],
                                           compared_benchmark: dict[str, Any]) -> None:
     """Keep the compared run's latlab records for the gates, and say loudly if it ran on other hardware."""
-    from latlab.benchrun import differences, fingerprint_identity, parse_run
+    from latlab.fingerprint import Fingerprint
+    from latlab.regression.runs import hardware_problems, parse_run
 
     state = config.stash[STATE]
     source = "the run loaded by --benchmark-compare"
@@ -108,10 +99,11 @@ def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksessio
     if not run.records:
         return  # not a latlab run: pytest-benchmark's own machine_info check covers it
     state.baseline = {**(state.baseline or {}), **run.records}
-    if run.fingerprint is None:
-        problems = ["it has no latlab fingerprint, so its hardware is unknown"]
-    else:
-        problems = differences(run.fingerprint, fingerprint_identity(machine_info) or {}, "that run")
+    if state.gates and not all(record.samples_ms for record in run.records.values()):
+        config.issue_config_time_warning(LatlabGateWarning(
+            f"{source} was saved without raw samples (by an older latlab): --latlab-fail compares point estimates, "
+            "without a confidence interval; save a new baseline"), stacklevel=2)
+    problems = hardware_problems(run, Fingerprint.from_json(state.fingerprint()), include_gpus=run.uses_gpu)
     if not problems:
         return
     message = f"{source} was measured on other hardware: {'; '.join(problems)}"
@@ -120,13 +112,26 @@ def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksessio
     config.issue_config_time_warning(LatlabDeviceWarning(f"{message}; its latencies may not compare"), stacklevel=2)
 
 
+def warn(message: str) -> None:
+    warnings.warn(LatlabDeviceWarning(message), stacklevel=2)
+
+
+def mismatch(strict: bool, message: str) -> None:
+    """A measurement compared with one taken differently: a failed test under --latlab-strict-device, else a
+    warning."""
+    if strict:
+        pytest.fail(f"{message} (--latlab-strict-device)", pytrace=False)
+    warn(f"{message}; the comparison may not hold")
+
+
 @pytest.fixture
 def latency(benchmark: Any, request: pytest.FixtureRequest) -> Latency:
     """Times a model on a latlab backend through pytest-benchmark and applies latlab's gates.
 
     ``latency.measure(model, inputs, backend=...)``, ``latency.ab(candidate, reference, inputs, fail="p90:10%")``,
-    ``latency.against_profile(profile_path, arch, fail="median:15%")``; see README.regression.md.
+    ``latency.against_profile(profile_path, arch, fail="median:15%")``; see docs/regression.md.
     """
-    from latlab.latency_fixture import Latency
+    from latlab.regression.fixture import Latency
 
-    return Latency(benchmark, request.config.stash[STATE])
+    state = request.config.stash[STATE]
+    return Latency(benchmark, state, warn=warn, mismatch=partial(mismatch, state.strict_device))

@@ -1,14 +1,16 @@
 """``latlab report``'s substance: compare two saved pytest-benchmark runs benchmark by benchmark and render the
-result as a Markdown table and a PNG chart. No file is read or written here: ``latlab.report_cli`` does that."""
+result as a Markdown table and a PNG chart. No file is read or written here: ``latlab.regression.cli`` does
+that."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
 
-from latlab.benchrun import BenchRecord, SavedRun, differences
 from latlab.errors import LatlabError
-from latlab.gates import Gate, Verdict, change_pct, judge
+from latlab.regression.compare import judge_saved
+from latlab.regression.gates import Gate, Verdict, change_pct
+from latlab.regression.runs import BenchRecord, SavedRun, hardware_problems
 
 
 @dataclass(frozen=True)
@@ -57,18 +59,12 @@ def compare_runs(baseline: SavedRun, current: SavedRun, gates: tuple[Gate, ...],
         raise LatlabError(f"{baseline.path} ({len(baseline.records)} latlab benchmarks) and {current.path} "
                           f"({len(current.records)}) have no latlab benchmark in common; compare two runs of the "
                           "same suite")
-    device: list[str] = []
-    if baseline.fingerprint is None or current.fingerprint is None:
-        device.append("hardware unknown: a run was saved without latlab's fingerprint")
-    else:
-        device += differences(baseline.fingerprint, current.fingerprint, "baseline")
+    device = hardware_problems(baseline, current.fingerprint, baseline.uses_gpu or current.uses_gpu)
     rows = []
     for name in common:
         base, cur = baseline.records[name], current.records[name]
-        device += [f"{name}: {line}" for line in differences(base.identity(), cur.identity(), "baseline")]
-        rows.append(Row(name, base, cur, tuple(
-            judge(g, "baseline", g.value(base.stats), g.value(cur.stats), cur.corrected(base, g.stat)) for g in gates
-        )))
+        device += [f"{name}: {line}" for line in cur.setting_differences(base, "baseline")]
+        rows.append(Row(name, base, cur, tuple(judge_saved(g, base, cur) for g in gates)))
     if device and strict_device:
         raise LatlabError(f"{current.path} was measured on other hardware, runtime or settings than "
                           f"{baseline.path}: {'; '.join(device)} (--strict-device)")
@@ -76,6 +72,7 @@ def compare_runs(baseline: SavedRun, current: SavedRun, gates: tuple[Gate, ...],
     notes += [f"only in the baseline, not compared: {n}" for n in baseline.records if n not in current.records]
     notes += [f"only in the current run, not compared: {n}" for n in current.records if n not in baseline.records]
     notes += [f"not timed by latlab's latency fixture, not compared: {n}" for n in current.plain]
+    notes += sorted({v.note for row in rows for v in row.verdicts if v.note})
     return Comparison(baseline, current, gates, tuple(rows), tuple(notes))
 
 
@@ -90,7 +87,9 @@ def _pct(value: float | None) -> str:
 def verdict_text(row: Row) -> str:
     failed = [v for v in row.verdicts if v.failed]
     if failed:
-        return "**FAIL** " + ", ".join(f"{v.gate.stat} {v.change_pct:+.1f}% > {v.gate.limit_pct:g}%" for v in failed)
+        return "**FAIL** " + ", ".join(f"{v.gate.stat} {v.change_pct:+.1f}%{f' ({v.interval_text()})' if v.interval_pct else ''} "
+                                       f"> {v.gate.limit_pct:g}%"
+                                       for v in failed)
     return "ok" if row.verdicts else "-"
 
 
@@ -109,7 +108,8 @@ def render_markdown(comparison: Comparison) -> str:
         "Changes are drift-corrected where both runs timed latlab's calibration anchor in the same rounds: they "
         "compare each latency relative to the anchor, block by block of consecutive rounds, so the machine getting "
         "faster or slower cancels. *machine* is how much the anchor itself moved. Latencies are in ms per call, "
-        "with each run's own timer.",
+        "with each run's own timer. A gate fails when the whole confidence interval of the change (bootstrap over "
+        "the saved rounds) lies above its limit.",
         "",
         "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |",
         "|---|---|---|---|---|---|---|---|",

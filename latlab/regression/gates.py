@@ -1,5 +1,10 @@
 """Regression gates such as ``p90:10%``: one parser and one judgement, shared by the pytest plugin and
-``latlab report``. Pure and stdlib-only, because the pytest plugin imports it in every pytest run."""
+``latlab report``. Pure and stdlib-only, because the pytest plugin imports it in every pytest run.
+
+The rule: a gate fails when the lower end of the CONFIDENCE bootstrap interval of the change is above its limit,
+that is, when the statistic is worse by more than the limit with that confidence (``latlab.regression.confidence``
+computes the interval). Where no interval can be had (a run saved without raw samples) the point change decides,
+as it always did, and the verdict says so."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 from latlab.errors import LatlabError
 
 STATS = ("min", "median", "mean", "p90", "p95", "p99")
+CONFIDENCE = 0.95
 _GATE = re.compile(r"^\s*([a-z0-9]+)\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 
 
@@ -49,21 +55,35 @@ class Verdict:
     current_ms: float
     change_pct: float
     drift_corrected: bool  # change measured relative to the calibration anchor of each run
+    interval_pct: tuple[float, float] | None = None  # CONFIDENCE interval of the change; None: point comparison
+    note: str = ""  # why a comparison that should have had an interval has none
 
     @property
     def failed(self) -> bool:
-        return not self.change_pct <= self.gate.limit_pct  # a NaN change fails: never pass what was not measured
+        """A NaN fails: never pass what was not measured."""
+        decisive = self.interval_pct[0] if self.interval_pct else self.change_pct
+        return not decisive <= self.gate.limit_pct
+
+    def interval_text(self) -> str:
+        """``95% CI +3.1% to +9.8%``; empty for a point comparison."""
+        if not self.interval_pct:
+            return ""
+        low, high = self.interval_pct
+        return f"{CONFIDENCE:.0%} CI {low:+.1f}% to {high:+.1f}%"
 
     def describe(self) -> str:
         how = ", drift-corrected" if self.drift_corrected else ""
         state = "FAIL" if self.failed else "ok"
+        note = f"; {self.note}" if self.note else ""
         return (f"{state} {self.gate.stat} {self.current_ms:.3f} ms vs {self.against} {self.baseline_ms:.3f} ms: "
-                f"{self.change_pct:+.1f}%{how} (limit +{self.gate.limit_pct:g}%)")
+                f"{self.change_pct:+.1f}%{', ' if self.interval_pct else ''}{self.interval_text()}{how} (limit +{self.gate.limit_pct:g}%{note})")
 
     def to_json(self) -> dict[str, Any]:
+        interval = [round(value, 3) for value in self.interval_pct] if self.interval_pct else None
         return {"gate": str(self.gate), "against": self.against, "baseline_ms": round(self.baseline_ms, 5),
                 "current_ms": round(self.current_ms, 5), "change_pct": round(self.change_pct, 3),
-                "drift_corrected": self.drift_corrected, "failed": self.failed}
+                "interval_pct": interval, "confidence": CONFIDENCE if interval else None,
+                "drift_corrected": self.drift_corrected, "failed": self.failed, "note": self.note}
 
 
 def change_pct(baseline: float, current: float) -> float:
@@ -72,9 +92,11 @@ def change_pct(baseline: float, current: float) -> float:
 
 
 def judge(gate: Gate, against: str, baseline_ms: float, current_ms: float,
-          corrected: tuple[float, float] | None = None) -> Verdict:
+          corrected: tuple[float, float] | None = None, interval: tuple[float, float] | None = None,
+          note: str = "") -> Verdict:
     """The change of the gated statistic: from the raw latencies, or from ``corrected`` (baseline, current) values,
     the latencies relative to a calibration anchor timed in the same rounds, which cancel the machine getting
-    faster or slower between the two runs."""
+    faster or slower between the two runs. ``interval``: the CONFIDENCE interval of the ratio current/baseline."""
     change = change_pct(*corrected) if corrected else change_pct(baseline_ms, current_ms)
-    return Verdict(gate, against, baseline_ms, current_ms, change, corrected is not None)
+    interval_pct = (change_pct(1.0, interval[0]), change_pct(1.0, interval[1])) if interval else None
+    return Verdict(gate, against, baseline_ms, current_ms, change, corrected is not None, interval_pct, note)

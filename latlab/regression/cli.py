@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from latlab.atomic import check_writable, write_bytes, write_text
-from latlab.benchrun import find_runs, load_run
 from latlab.errors import LatlabError
-from latlab.gates import parse_gates
-from latlab.report import compare_runs, render_chart, render_markdown
+from latlab.regression.gates import parse_gates
+from latlab.regression.report import compare_runs, render_chart, render_markdown
+from latlab.regression.runs import find_runs, load_run
 
 
 @click.command()

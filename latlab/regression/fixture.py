@@ -1,128 +1,45 @@
-"""What the ``latency`` fixture does: time a model on a latlab backend with pytest-benchmark, record who measured
-it where, and apply the gates. Loaded only when a test asks for the fixture (it imports torch and numpy).
+"""The ``latency`` fixture: time a model on a latlab backend with pytest-benchmark, record who measured it where,
+and apply the gates. A leaf: the plugin hands it the session state and what to do with a mismatch; it imports
+nothing of the plugin. Loaded only when a test asks for the fixture (it imports torch and numpy).
 
 Each timed round calls the model once (``runner.run``, which synchronises the device); before it, in
 pytest-benchmark's untimed ``setup``, the same round times its companions with the same timer: the A/B
-reference, and on CPU a fixed calibration workload (the anchor). Gates against a saved run compare latency
-relative to the anchor, because this kind of machine drifts 20-57% between processes (shared/FINDINGS.md);
-the A/B ratio needs no anchor, both sides share every round.
+reference, and on CPU the calibration anchor (``latlab.regression.anchor``). Gates against a saved run compare
+latency relative to the anchor; the A/B ratio needs no anchor, both sides share every round.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-import torch
 
 from latlab.backend import Backend, Runner, Settings
-from latlab.benchrun import BenchRecord, differences
 from latlab.errors import LatlabError
-from latlab.fingerprint import Fingerprint
-from latlab.gates import STATS, Verdict, judge, parse_gates
 from latlab.protocol import Protocol, warm_up
-from latlab.pytest_plugin import LatlabDeviceWarning, PluginState
+from latlab.regression.anchor import ANCHOR_NAME, Anchor, relative_to_anchor
+from latlab.regression.compare import judge_ab, judge_saved
+from latlab.regression.gates import Verdict, judge, parse_gates
+from latlab.regression.runs import BenchRecord, stored
+from latlab.regression.session import SessionState
+from latlab.regression.target import Inputs, Target, as_architecture, prepare, resolve
 from latlab.registry import load_backend
 from latlab.stats import LatencyStats
 
-if TYPE_CHECKING:  # architectures import transformers (seconds): only when a test times one
+if TYPE_CHECKING:
     from latlab.architecture import Architecture
+    from latlab.regression.target import ModelLike
 
-    ModelLike = torch.nn.Module | Architecture | dict | str | Path
-Inputs = torch.Tensor | Sequence[torch.Tensor] | None
-
-ANCHOR_NAME = "numpy-f32-matmul-v1"  # change the name whenever the workload changes: anchors only compare by name
 WALL_CLOCK = "time.perf_counter"  # pytest-benchmark's default timer; profiles are measured with it too
 MIN_ROUNDS, MAX_ROUNDS, SMOKE_ROUNDS = 50, 20_000, 3  # 50 calls at least so that a p90 means something
-RELATIVE_BLOCK = 30  # rounds per block at least, so that a block's p90 rests on a few samples above it
 PROBE = Protocol(warmup_calls=3, warmup_seconds=0.0)  # three calls: first-call set-up, and a cost estimate
-
-
-class Anchor(Runner):
-    """~0.5 ms of float32 matrix products in NumPy: the same work in every run, independent of the runtime under
-    test. Small operands keep OpenBLAS on the calling thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        rng = np.random.default_rng(0)
-        self.x = rng.standard_normal((8, 128), dtype=np.float32)
-        self.w = rng.standard_normal((128, 128), dtype=np.float32) / np.float32(11.3)
-
-    def run(self) -> None:
-        x = self.x
-        for _ in range(48):
-            x = np.tanh(x @ self.w)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A model resolved to what a backend can prepare: a torch module or an ONNX file, with its inputs."""
-
-    label: str
-    module: torch.nn.Module | None
-    onnx_path: str | None
-    inputs: tuple[torch.Tensor, ...]
-    batch: int
-    seq_len: int
-
-
-def arch_label(arch: Architecture) -> str:
-    layers = ",".join(f"{a}/{f}" for a, f in zip(arch.heads, arch.ffn))
-    return f"arch h{arch.hidden} L{arch.layers} [{layers}] s{arch.seq_len} b{arch.batch}"
-
-
-def as_architecture(model: Architecture | dict | str | Path) -> Architecture:
-    from latlab.architecture import Architecture, load_architecture
-
-    if isinstance(model, Architecture):
-        return model
-    return Architecture.from_json(model) if isinstance(model, dict) else load_architecture(model)
-
-
-def resolve(model: ModelLike, inputs: Inputs) -> Target:
-    """A torch module + inputs, an ``.onnx`` path + inputs, or an Architecture (object, JSON dict or file)."""
-    given = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs) if inputs is not None else None
-    if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
-        if not Path(model).is_file():
-            raise LatlabError(f"{model}: ONNX file not found")
-        if not given:
-            raise LatlabError(f"{model}: an ONNX model needs example inputs")
-        return Target(f"onnx {Path(model).name}", None, str(model), given, *_shape(given))
-    if isinstance(model, torch.nn.Module):
-        if not given:
-            raise LatlabError(f"{type(model).__name__}: a torch module needs example inputs")
-        return Target(type(model).__name__, model.eval(), None, given, *_shape(given))
-    from latlab.architecture import Architecture
-    from latlab.modules import build_model
-
-    if isinstance(model, (Architecture, dict, str, Path)):
-        if given is not None:
-            raise LatlabError("an architecture builds its own inputs from its batch and seq_len; pass no inputs")
-        arch = as_architecture(model)
-        module, built = build_model(arch)
-        return Target(arch_label(arch), module, None, built, arch.batch, arch.seq_len)
-    raise LatlabError(f"cannot time a {type(model).__name__}: pass a torch module with example inputs, an .onnx "
-                      "path with example inputs, or a latlab Architecture (or its JSON)")
-
-
-def _shape(inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
-    """(batch, seq_len) read from the first input, 0 where it has no such dimension."""
-    shape = tuple(inputs[0].shape)
-    return (shape[0] if shape else 0), (shape[1] if len(shape) > 1 else 0)
-
-
-def prepare(backend: Backend, target: Target, settings: Settings) -> Runner:
-    if target.module is not None:
-        return backend.prepare(target.module, target.inputs, settings)
-    return backend.prepare_onnx(target.onnx_path, target.inputs, settings)
 
 
 def plan_rounds(round_ms: float, seconds: float, smoke: bool) -> tuple[int, int]:
@@ -141,20 +58,6 @@ def stats_of(samples_ms: Sequence[float]) -> LatencyStats:
     return LatencyStats.from_rounds([chunk.tolist() for chunk in chunks])
 
 
-def relative_to_anchor(model_ms: Sequence[float], anchor_ms: Sequence[float]) -> dict[str, float]:
-    """Each gate statistic of the model over the same statistic of the anchor timed in the same rounds, computed
-    per block of consecutive rounds (up to ten, of at least RELATIVE_BLOCK rounds each) and the median taken over
-    blocks: a machine whose speed changes during the run then neither inflates the model's tail nor hides it."""
-    blocks = max(1, min(10, len(model_ms) // RELATIVE_BLOCK))
-    ratios: dict[str, list[float]] = {stat: [] for stat in STATS}
-    for model, anchor in zip(np.array_split(np.asarray(model_ms), blocks),
-                             np.array_split(np.asarray(anchor_ms), blocks)):
-        mine, its = LatencyStats.from_rounds([model.tolist()]), LatencyStats.from_rounds([anchor.tolist()])
-        for stat in STATS:
-            ratios[stat].append(getattr(mine, f"{stat}_ms") / getattr(its, f"{stat}_ms"))
-    return {stat: float(np.median(values)) for stat, values in ratios.items()}
-
-
 def timer_name(timer: Callable[[], float]) -> str:
     return f"{getattr(timer, '__module__', '')}.{getattr(timer, '__qualname__', repr(timer))}".lstrip(".")
 
@@ -169,11 +72,15 @@ def user_errors() -> Iterator[None]:
 
 
 class Latency:
-    """The ``latency`` fixture: one measurement per test, like pytest-benchmark's ``benchmark``."""
+    """One measurement per test, like pytest-benchmark's ``benchmark``. ``warn`` reports what the user should know;
+    ``mismatch`` receives a comparison with something measured differently and decides (warn, or fail the test)."""
 
-    def __init__(self, benchmark: Any, state: PluginState) -> None:
+    def __init__(self, benchmark: Any, state: SessionState, warn: Callable[[str], None],
+                 mismatch: Callable[[str], None]) -> None:
         self.benchmark = benchmark
         self.state = state
+        self.warn = warn
+        self.mismatch = mismatch
         self.used = False
 
     def measure(self, model: ModelLike, inputs: Inputs = None, *, backend: str = "torch", threads: int = 1,
@@ -196,15 +103,13 @@ class Latency:
             new, old = resolve(candidate, inputs), resolve(reference, inputs)
             record = self._run(chosen, settings, new, prepare(chosen, new, settings),
                                reference=prepare(chosen, old, settings))
-            verdicts = [] if record is None else [
-                judge(g, "reference", g.value(record.reference), g.value(record.stats)) for g in gates
-            ]
-            return self._finish(record, verdicts)
+            return self._finish(record, [] if record is None else [judge_ab(g, record) for g in gates])
 
     def against_profile(self, profile: str | Path, arch: Architecture | dict | str | Path, *,
                         fail: str = "median:15%") -> BenchRecord | None:
         """Time ``arch`` with the profile's backend and settings and fail when it is slower than the profile's
         prediction by more than ``fail``. A profile predicts medians measured with the wall clock."""
+        from latlab.machine import profile_problems
         from latlab.predict import LatencyTable, predict_ms
         from latlab.profile import load_profile
 
@@ -221,10 +126,8 @@ class Latency:
             record = self._run(chosen, settings, target, prepare(chosen, target, settings))
             if record is None:
                 return None
-            here = Fingerprint.from_json(self.state.fingerprint())
-            self._device_problems(loaded.fingerprint.differences(here) + differences(
-                {"runtime_version": loaded.runtime_version, "timer": WALL_CLOCK},
-                {"runtime_version": record.runtime_version, "timer": record.timer}, "profile"), f"profile {profile}")
+            timer = [f"timer: {record.timer} here vs {WALL_CLOCK} in profile"] if record.timer != WALL_CLOCK else []
+            self._compared_with(f"profile {profile}", profile_problems(loaded) + timer)
             return self._finish(record, [judge(g, "profile", predicted, g.value(record.stats)) for g in gates])
 
     def _start(self, backend: str, settings: Settings) -> tuple[Backend, Settings]:
@@ -260,21 +163,22 @@ class Latency:
         if not self.benchmark.stats:
             return None  # --benchmark-disable: pytest-benchmark ran the model once, untimed
         model_ms = [s * 1000 for s in self.benchmark.stats.stats.data]
-        measured = {key: values[warmup:] for key, values in samples.items()}
+        anchor_ms, reference_ms = samples.get("anchor", [])[warmup:], samples.get("reference", [])[warmup:]
         record = BenchRecord(
             backend=backend.name, runtime_version=backend.runtime_version(), threads=settings.threads,
             precision=settings.precision, device=settings.device, batch=target.batch, seq_len=target.seq_len,
             timer=timer_name(self._timer()), model=target.label,
             stats=stats_of(model_ms),
-            anchor=stats_of(measured["anchor"]) if anchor else None, anchor_name=ANCHOR_NAME if anchor else "",
-            relative=relative_to_anchor(model_ms, measured["anchor"]) if anchor else {},
-            reference=stats_of(measured["reference"]) if reference else None, applied=runner.applied,
+            anchor=stats_of(anchor_ms) if anchor else None, anchor_name=ANCHOR_NAME if anchor else "",
+            relative=relative_to_anchor(model_ms, anchor_ms) if anchor else {},
+            reference=stats_of(reference_ms) if reference else None, applied=runner.applied,
+            samples_ms=stored(model_ms), anchor_samples_ms=stored(anchor_ms), reference_samples_ms=stored(reference_ms),
         )
         self.benchmark.extra_info["latlab"] = record.to_json()  # saved even if a later check fails the test
         return record
 
     def _against_baseline(self, record: BenchRecord) -> list[Verdict]:
-        """The --latlab-fail gates against the run loaded by --benchmark-compare (identity checked first)."""
+        """The --latlab-fail gates against the run loaded by --benchmark-compare (settings checked first)."""
         baseline = self.state.baseline
         if baseline is None:
             if self.state.gates:
@@ -284,20 +188,15 @@ class Latency:
         base = baseline.get(self.benchmark.fullname)
         if base is None:
             if self.state.gates:
-                warnings.warn(LatlabDeviceWarning(f"{self.benchmark.fullname}: not in the compared run; "
-                                                  "no baseline, so --latlab-fail was not applied"), stacklevel=3)
+                self.warn(f"{self.benchmark.fullname}: not in the compared run; no baseline, so --latlab-fail was "
+                          "not applied")
             return []
-        self._device_problems(differences(base.identity(), record.identity(), "the compared run"), "the compared run")
-        return [judge(g, "baseline", g.value(base.stats), g.value(record.stats), record.corrected(base, g.stat))
-                for g in self.state.gates]
+        self._compared_with("the compared run", record.setting_differences(base, "the compared run"))
+        return [judge_saved(g, base, record) for g in self.state.gates]
 
-    def _device_problems(self, problems: list[str], source: str) -> None:
-        if not problems:
-            return
-        message = f"{self.benchmark.fullname}: {source} differs from this run: {'; '.join(problems)}"
-        if self.state.strict_device:
-            raise LatlabError(f"{message} (--latlab-strict-device)")
-        warnings.warn(LatlabDeviceWarning(f"{message}; the comparison may not hold"), stacklevel=3)
+    def _compared_with(self, source: str, problems: list[str]) -> None:
+        if problems:
+            self.mismatch(f"{self.benchmark.fullname}: {source} differs from this run: {'; '.join(problems)}")
 
     def _finish(self, record: BenchRecord | None, verdicts: list[Verdict]) -> BenchRecord | None:
         if record is None:
