@@ -71,7 +71,8 @@ def main() -> None:
 @click.option("--init", type=click.Choice(INITS), default=SearchRequest.init, show_default=True)
 @click.option("--mapping", type=click.Choice(MAPPINGS), default=SearchRequest.mapping, show_default=True)
 @click.option("--seed", type=int, default=SearchRequest.seed, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of the run, split among --workers [default: usable CPUs].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of the run, split among --workers [default: usable CPUs].")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/kdnas-<profile>-<controller>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished candidates are kept.")
 @click.option("--quick", is_flag=True, help="CI size: a tiny proxy set and few candidates (about 2 minutes).")

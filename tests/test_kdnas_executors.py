@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -110,3 +111,9 @@ def test_options_are_checked_and_threads_split_among_workers() -> None:
                          (("process", 3, 2, 1, None), "--workers 3 is more than the 2 CPU thread(s)")]:
         with pytest.raises(LatlabError, match=re.escape(needle)):
             make_executor(*args)
+
+
+def test_ray_missing_is_one_line_saying_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra sees
+    with pytest.raises(LatlabError, match=re.escape("ray is not installed; pip install 'latlab[ray]'")):
+        make_executor("ray", 2, 2, 1, None)
