@@ -190,7 +190,7 @@ class RayExecutor(Executor):
                                log_to_driver=False)
             else:
                 self._ray.init(address=self.address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as error:
+        except (ConnectionError, TimeoutError, ValueError, RuntimeError) as error:
             where = f"join Ray at {self.address}" if self.address else "start a local Ray"
             raise LatlabError(f"cannot {where}: {one_line(error)}") from None
         self._task = self._ray.remote(num_cpus=self.threads, max_retries=0)(call_with_threads)
