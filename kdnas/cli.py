@@ -15,6 +15,7 @@ import click
 from kdnas.compare import by_controller, summarise
 from kdnas.controller import CONTROLLERS
 from kdnas.evaluate import OBJECTIVES
+from kdnas.executors import EXECUTORS
 from kdnas.mapping import MAPPINGS
 from kdnas.measure import figure_rows, load_priceable, model_folders, time_models
 from kdnas.outputs import check_output_file, check_outputs
@@ -70,19 +71,28 @@ def main() -> None:
 @click.option("--init", type=click.Choice(INITS), default=SearchRequest.init, show_default=True)
 @click.option("--mapping", type=click.Choice(MAPPINGS), default=SearchRequest.mapping, show_default=True)
 @click.option("--seed", type=int, default=SearchRequest.seed, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Training threads [default: usable CPUs].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads of the run, split among --workers [default: usable CPUs].")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/kdnas-<profile>-<controller>-s<seed>].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished candidates are kept.")
 @click.option("--quick", is_flag=True, help="CI size: a tiny proxy set and few candidates (about 2 minutes).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default=SearchRequest.executor, show_default=True,
+              help="Where candidates are distilled: this process, a process pool here, or Ray.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Candidates at once (process, ray), each with --threads / --workers threads [default: --threads].")
+@click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray].")
+@click.option("--retries", type=click.IntRange(min=0), default=SearchRequest.retries, show_default=True,
+              help="Attempts after a candidate's first failure (it raised or its worker died).")
 def search(profile_path: str, teacher_dir: str | None, data_path: str | None, space_path: str | None,
            budget_ms: float | None, target_ratio: float | None, weight_under: float, weight_over: float, episodes: int,
            candidates: int, controller: str, epsilon: float, objective: str, init: str, mapping: str, seed: int,
-           threads: int | None, out: str | None, resume: bool, quick: bool) -> None:
+           threads: int | None, out: str | None, resume: bool, quick: bool, executor: str, workers: int | None,
+           ray_address: str | None, retries: int) -> None:
     """Distill candidates on a proxy set, reward quality x latency, distill and measure the winner."""
     outcome = search_and_distill(
         SearchRequest(profile_path, teacher_dir, data_path, space_path, budget_ms, target_ratio, weight_under,
                       weight_over, episodes, candidates, controller, epsilon, objective, init, mapping, seed, threads,
-                      out, resume, quick),
+                      out, resume, quick, executor, workers, ray_address, retries),
         lambda line: err.print(line, highlight=False))
     latency = outcome.final.latency
     if latency is None:

@@ -19,6 +19,7 @@ from kdnas.controller import ControllerConfig
 from kdnas.data import check_encoder, check_splits, default_teacher_dir, load_data, load_teacher
 from kdnas.distill import DistillConfig
 from kdnas.evaluate import EvalSettings
+from kdnas.executors import make_executor
 from kdnas.final import FinalConfig, FinalResult, run_final
 from kdnas.measure import predicted_or_none, teacher_architecture
 from kdnas.outputs import check_outputs
@@ -67,6 +68,10 @@ class SearchRequest:
     out: str | None = None  # None: runs/kdnas-<profile>-<controller>-s<seed>
     resume: bool = False
     quick: bool = False
+    executor: str = "local"  # where candidates are evaluated: kdnas.executors.EXECUTORS
+    workers: int | None = None  # process, ray: parallel candidates [default: one per --threads]
+    ray_address: str | None = None  # ray: join this cluster instead of starting a local Ray
+    retries: int = 1  # attempts after a candidate's first failure
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,9 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
     import torch
 
     started = time.monotonic()
-    torch.set_num_threads(request.threads or len(os.sched_getaffinity(0)))
+    cores = request.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(cores)
+    executor = make_executor(request.executor, request.workers, cores, request.retries, request.ray_address)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if request.budget_ms is not None and request.target_ratio is not None:
         raise LatlabError("pass either --budget-ms or --target-ratio, not both: each sets the reward target")
@@ -155,14 +162,15 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
 
     with locked(folder):
         records = prepare(folder, plan.resume_key(), request.resume, priced)
-        say(f"KD-NAS on {profile.label} ({profile_path}); space {space.name!r}: {len(priced)} uniform candidates, "
-            f"{len(in_budget)} within budget; training on {device}")
-        say(reward_config.describe())
-        if data.labels is not None and len(data.label_names) != space.labels:
-            say(f"note: the profile prices a {space.labels}-label head, the data has {len(data.label_names)} "
-                "labels; the difference is one small linear layer")
-        create(folder, plan.to_json())
-        records = run_search(plan, priced, folder, records, progress(say))
+        with executor:  # started before run.json is written: Ray missing or unreachable leaves nothing behind
+            say(f"KD-NAS on {profile.label} ({profile_path}); space {space.name!r}: {len(priced)} uniform candidates, "
+                f"{len(in_budget)} within budget; training on {device}, {executor.summary()}")
+            say(reward_config.describe())
+            if data.labels is not None and len(data.label_names) != space.labels:
+                say(f"note: the profile prices a {space.labels}-label head, the data has {len(data.label_names)} "
+                    "labels; the difference is one small linear layer")
+            create(folder, {**plan.to_json(), "execution": executor.describe()})  # not part of the resume key
+            records = run_search(plan, priced, folder, records, executor, progress(say))
         chosen = best(records)
         say(f"best: {chosen.candidate.name} reward {chosen.reward:.4f}; distilling on the full training split")
         result = run_final(chosen.candidate, evaluation, final, profile, space, folder)

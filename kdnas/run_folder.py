@@ -196,7 +196,8 @@ def create(folder: Path, settings: dict[str, Any]) -> None:
 
 
 def append(folder: Path, records: list[Record], record: Record) -> list[Record]:
-    """The log with ``record`` added, written atomically."""
-    records = [*records, record]
+    """The log with ``record`` added in (episode, proposal) order, written atomically: parallel candidates finish
+    in any order, and a resumed run fills the gaps they leave, yet the log reads as one run in proposal order."""
+    records = sorted([*records, record], key=lambda r: (r.episode, r.index))
     write_text(folder / LOG_FILE, "".join(json.dumps(r.to_json()) + "\n" for r in records))
     return records

@@ -1,5 +1,6 @@
 """The search loop: price every candidate from the profile, then per episode let the controller propose, distill
-each proposal on the proxy set, and append one line per candidate to the run folder's ``search.jsonl``.
+each proposal on the proxy set through an executor (``kdnas.executors``: in this process, a process pool or Ray),
+and log one line per candidate to the run folder's ``search.jsonl``.
 
 Proposals are a pure function of earlier episodes, so ``--resume`` recomputes the interrupted episode's proposals
 and skips the finished ones.
@@ -16,9 +17,10 @@ from typing import Any
 from kdnas.candidate import Candidate, all_candidates
 from kdnas.controller import ControllerConfig, propose
 from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
+from kdnas.executors import Done, Executor
 from kdnas.final import FinalConfig
 from kdnas.reward import RewardConfig, reward, within_budget
-from kdnas.run_folder import Record, append
+from kdnas.run_folder import LOG_FILE, Record, append
 from latlab.architecture import Architecture
 from latlab.errors import LatlabError
 from latlab.predict import LatencyTable, predict_ms
@@ -81,8 +83,14 @@ Event = Callable[[str, dict[str, Any]], None]  # ("episode" | "candidate", detai
 
 
 def run_search(plan: SearchPlan, priced: dict[Candidate, float], out: Path, records: list[Record],
-               on_event: Event = lambda kind, details: None) -> list[Record]:
-    """Episodes of propose -> evaluate -> reward; ``records`` are the finished ones of a resumed run."""
+               executor: Executor, on_event: Event = lambda kind, details: None) -> list[Record]:
+    """Episodes of propose -> evaluate -> reward; ``records`` are the finished ones of a resumed run.
+
+    An episode's candidates are independent, so the executor may run them in parallel; each record is logged as
+    soon as it finishes, in its place in proposal order, so a crash loses nothing finished and the log is the
+    same whichever executor ran. A candidate that fails every attempt stops the search once the rest of its
+    episode is logged.
+    """
     records = list(records)
     candidates = allowed(priced, plan.reward)
     for episode in range(1, plan.episodes + 1):
@@ -91,16 +99,25 @@ def run_search(plan: SearchPlan, priced: dict[Candidate, float], out: Path, reco
         done = {r.candidate for r in records if r.episode == episode}
         on_event("episode", {"episode": episode, "episodes": plan.episodes, "proposals": len(proposals),
                              "done": len(done)})
-        for index, candidate in enumerate(proposals):
-            if candidate in done:
+        todo = [(index, candidate) for index, candidate in enumerate(proposals) if candidate not in done]
+        failed: list[tuple[int, Candidate, Done[CandidateResult]]] = []
+        for outcome in executor.completed(evaluate, [(candidate, plan.evaluation) for _, candidate in todo]):
+            index, candidate = todo[outcome.position]
+            result = outcome.result
+            if result is None:
+                failed.append((index, candidate, outcome))
                 continue
-            result: CandidateResult = evaluate(candidate, plan.evaluation)
             predicted = priced[candidate]
-            records = append(out, records, Record(episode, index, candidate,
-                                                  candidate.architecture(plan.space).to_json(), result.parameters,
-                                                  predicted, result.proxy_loss, result.quality, result.accuracy,
-                                                  reward(result.quality, predicted, plan.reward), result.seconds))
-            on_event("candidate", {"record": records[-1], "of": len(proposals)})
+            record = Record(episode, index, candidate, candidate.architecture(plan.space).to_json(), result.parameters,
+                            predicted, result.proxy_loss, result.quality, result.accuracy,
+                            reward(result.quality, predicted, plan.reward), result.seconds)
+            records = append(out, records, record)
+            on_event("candidate", {"record": record, "of": len(proposals)})
+        if failed:
+            index, candidate, outcome = min(failed, key=lambda f: f[0])
+            raise LatlabError(f"candidate {candidate.name} (episode {episode}, {index + 1}/{len(proposals)}) failed "
+                              f"{outcome.attempts} time(s) (last: {outcome.error}); {len(records)} finished "
+                              f"candidate(s) are in {out / LOG_FILE}: fix the cause and pass --resume")
     return records
 
 

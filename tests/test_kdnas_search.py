@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,9 @@ from click.testing import CliRunner
 from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
 import kdnas.search
+from kdnas.candidate import Candidate
 from kdnas.cli import main
+from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.measure import Timed, Timing
 from kdnas.report import latency_sentence
 from latlab.backend import Settings
@@ -123,8 +126,8 @@ def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], fi
     real = kdnas.search.evaluate
     calls: list[str] = []
 
-    class Killed(Exception):
-        """Stands for a crash or a kill in the middle of the search."""
+    class Killed(BaseException):
+        """Stands for a crash or a kill in the middle of the search: not a candidate's failure, so never retried."""
 
     def stop_after_four(candidate, settings):  # noqa: ANN001, ANN202
         if len(calls) == 4:
@@ -133,8 +136,8 @@ def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], fi
         return real(candidate, settings)
 
     monkeypatch.setattr(kdnas.search, "evaluate", stop_after_four)
-    interrupted = CliRunner().invoke(main, search_args(setup, out))
-    assert isinstance(interrupted.exception, Killed)
+    with pytest.raises(Killed):
+        CliRunner().invoke(main, search_args(setup, out))
     assert len(read_log(out)) == 4 and not (out / "report.md").exists()
 
     calls.clear()
@@ -445,3 +448,125 @@ def test_a_second_process_on_a_running_folder_is_refused_and_the_first_loses_not
     assert stdout.startswith(f"{out}: ") and "3 already done" in stderr
     assert without_seconds(read_log(out)) == without_seconds(read_log(finished))  # no record lost or repeated
     assert (out / "report.md").is_file() and not lock_path(out).exists()
+
+
+# --- the same search through each executor ----------------------------------------------------------------------
+
+
+def log_lines(out: Path) -> list[str]:
+    """``search.jsonl`` as written, byte for byte, less each line's wall-clock ``seconds``."""
+    return [re.sub(r', "seconds": [-+.e0-9]+', "", line) for line in (out / "search.jsonl").read_text().splitlines()]
+
+
+def parallel_args(setup: dict[str, Path], out: Path, executor: str, *extra: str) -> list[str]:
+    """Two workers of one thread each: a candidate gets the thread count of the local run (--threads 1), and
+    torch's CPU kernels round differently at other counts."""
+    argv = search_args(setup, out, "--executor", executor, "--workers", "2", *extra)
+    argv[argv.index("--threads") + 1] = "2"
+    return argv
+
+
+def candidate_name(finished: Path, line: int) -> str:
+    return Candidate(**read_log(finished)[line]["candidate"]).name
+
+
+def dies_in_its_worker(candidate: Candidate, settings: EvalSettings) -> CandidateResult:
+    """``evaluate`` in a spawned worker, except that the worker running the candidate named by $KDNAS_TEST_DIES
+    exits abruptly: once when $KDNAS_TEST_ONCE names a marker file it then creates, else every time."""
+    if candidate.name == os.environ["KDNAS_TEST_DIES"]:
+        once = os.environ.get("KDNAS_TEST_ONCE")
+        if once is None or not Path(once).exists():
+            if once is not None:
+                Path(once).touch()
+            os._exit(3)
+    return evaluate(candidate, settings)
+
+
+def test_a_process_pool_writes_the_local_log_and_resumes_a_log_with_gaps(setup: dict[str, Path], finished: Path,
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "process"
+    result = CliRunner().invoke(main, parallel_args(setup, out, "process"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert log_lines(out) == log_lines(finished)  # same records, same order, same bytes
+    settings = json.loads((out / "run.json").read_text())
+    assert settings.pop("execution") == {"executor": "process", "workers": 2, "threads_per_worker": 1, "retries": 1}
+    assert settings == {k: v for k, v in json.loads((finished / "run.json").read_text()).items() if k != "execution"}
+
+    gappy = interrupted(finished, tmp_path / "gappy", lines=4)  # a local run's folder, resumed by a pool
+    lines = (gappy / "search.jsonl").read_text().splitlines(keepends=True)
+    (gappy / "search.jsonl").write_text(lines[0] + lines[2] + lines[3])  # candidate 2 of episode 1 unfinished
+    resumed = CliRunner().invoke(main, parallel_args(setup, gappy, "process", "--resume"))
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    assert "1 already done" in resumed.output and "2 already done" in resumed.output
+    assert log_lines(gappy) == log_lines(finished)
+
+
+def test_a_worker_that_dies_once_costs_no_candidate(setup: dict[str, Path], finished: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kdnas.search, "evaluate", dies_in_its_worker)
+    monkeypatch.setenv("KDNAS_TEST_DIES", candidate_name(finished, 1))
+    monkeypatch.setenv("KDNAS_TEST_ONCE", str(tmp_path / "died"))
+    result = CliRunner().invoke(main, parallel_args(setup, tmp_path / "o", "process"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (tmp_path / "died").exists() and log_lines(tmp_path / "o") == log_lines(finished)
+
+
+def test_a_worker_that_always_dies_stops_the_search_with_every_other_candidate_logged(
+        setup: dict[str, Path], finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dies = candidate_name(finished, 0)
+    monkeypatch.setattr(kdnas.search, "evaluate", dies_in_its_worker)
+    monkeypatch.setenv("KDNAS_TEST_DIES", dies)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, parallel_args(setup, out, "process"))
+    assert result.exit_code == 2, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error == (f"Error: candidate {dies} (episode 1, 1/3) failed 2 time(s) (last: BrokenProcessPool: A "
+                     "process in the process pool was terminated abruptly while the future was running or pending.); "
+                     f"2 finished candidate(s) are in {out / 'search.jsonl'}: fix the cause and pass --resume")
+    assert log_lines(out) == log_lines(finished)[1:3] and not (out / "report.md").exists()
+
+
+def test_a_candidate_that_keeps_raising_stops_the_search_and_resume_finishes_it(
+        setup: dict[str, Path], finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken, attempts = candidate_name(finished, 1), []
+
+    def raises_for_one(candidate: Candidate, settings: EvalSettings) -> CandidateResult:
+        if candidate.name == broken:
+            attempts.append(candidate)
+            raise RuntimeError("out of memory\nwhile distilling")
+        return evaluate(candidate, settings)
+
+    monkeypatch.setattr(kdnas.search, "evaluate", raises_for_one)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, search_args(setup, out, "--retries", "2"))
+    assert result.exit_code == 2 and len(attempts) == 3, result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: candidate {broken} (episode 1, 2/3) failed 3 time(s) (last: RuntimeError: out of memory); 2 "
+        "finished candidate(s)")
+    assert log_lines(out) == [log_lines(finished)[0], log_lines(finished)[2]]  # the one after it is kept too
+
+    monkeypatch.setattr(kdnas.search, "evaluate", evaluate)
+    resumed = CliRunner().invoke(main, search_args(setup, out, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert log_lines(out) == log_lines(finished)
+
+
+def test_ray_with_two_workers_writes_the_local_log_and_resumes(setup: dict[str, Path], finished: Path,
+                                                               tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="ray is not installed: pip install 'latlab[ray]' (setup.sh does)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for out, extra in [(tmp_path / "ray", ()), (interrupted(finished, tmp_path / "resumed", lines=4), ("--resume",))]:
+        run = subprocess.run([str(KDNAS_EXE), *parallel_args(setup, out, "ray", *extra)], capture_output=True,
+                             text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr
+        assert "executor ray (local Ray): 2 worker(s) x 1 thread(s)" in run.stderr
+        assert log_lines(out) == log_lines(finished)
+        assert json.loads((out / "run.json").read_text())["execution"]["executor"] == "ray"
+
+
+def test_executor_options_are_refused_before_any_work(setup: dict[str, Path], tmp_path: Path, user_error) -> None:
+    user_error(CliRunner().invoke(main, search_args(setup, tmp_path / "o", "--ray-address", "auto")),
+               "--ray-address applies to --executor ray, not local")
+    user_error(CliRunner().invoke(main, search_args(setup, tmp_path / "o", "--executor", "process", "--workers", "2")),
+               "--workers 2 is more than the 1 CPU thread(s) of this run")
+    assert not (tmp_path / "o").exists()
