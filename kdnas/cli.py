@@ -18,12 +18,12 @@ from kdnas.evaluate import OBJECTIVES
 from kdnas.executors import EXECUTORS
 from kdnas.mapping import MAPPINGS
 from kdnas.measure import figure_rows, load_priceable, model_folders, time_models
-from kdnas.outputs import check_output_file, check_outputs
 from kdnas.report import signed_pct
 from kdnas.run import TARGET_RATIO, SearchRequest, search_and_distill
 from kdnas.student import INITS
 from latlab.atomic import write_json
 from latlab.console import Group, err, profile_to_measure_with, progress_bar
+from latlab.outputs import check_output_files
 
 
 class PositiveFinite(click.ParamType):
@@ -146,11 +146,9 @@ def measure_command(models: tuple[str, ...], profile_paths: tuple[str, ...], tea
     import torch
 
     torch.set_num_threads(1)  # the backends apply the profile's threads; this keeps loading from competing
-    if json_path:  # before any loading: never replace an input, never find at the end that --json is a folder
-        check_output_file(json_path, f"--json {json_path}")
-        inputs = [("--profile", p) for p in profile_paths] + [("model", m) for m in models] + \
-            ([("--teacher", teacher_dir)] if teacher_dir else [])
-        check_outputs({f"--json {json_path}": json_path}, {f"{option} {path}": path for option, path in inputs})
+    # before any loading: never replace an input, never find at the end that --json is a folder
+    inputs = [("--profile", p) for p in profile_paths] + [("model", m) for m in models] + [("--teacher", teacher_dir)]
+    check_output_files({"--json": json_path}, {f"{option} {path}": path for option, path in inputs})
     folders = model_folders(models, teacher_dir)
     profiles = {path: profile_to_measure_with(path, force)[0] for path in profile_paths}
     loaded = load_priceable(folders, profiles.values())

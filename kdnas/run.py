@@ -22,7 +22,6 @@ from kdnas.evaluate import EvalSettings
 from kdnas.executors import make_executor
 from kdnas.final import FinalConfig, FinalResult, run_final
 from kdnas.measure import predicted_or_none, teacher_architecture
-from kdnas.outputs import check_outputs
 from kdnas.report import plot_pareto, report_markdown, write_report
 from kdnas.reward import RewardConfig
 from kdnas.run_folder import OUTPUTS, PLOT_FILE, Record, create, prepare
@@ -31,6 +30,7 @@ from latlab.atomic import check_writable
 from latlab.errors import LatlabError
 from latlab.lock import locked
 from latlab.machine import foreign_message, profile_problems
+from latlab.outputs import check_outputs
 from latlab.predict import LatencyTable
 from latlab.profile import load_complete_profile
 from latlab.protocol import Protocol
@@ -156,8 +156,7 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
     folder = Path(request.out or f"runs/kdnas-{Path(profile_path).stem}-{request.controller}-s{request.seed}")
     inputs = {"--profile": profile_path, "--teacher": teacher_dir, "--data": request.data_path,
               "--space": request.space_path}
-    check_outputs({f"--out {folder}'s {name}": folder / name for name in OUTPUTS},
-                  {f"{option} {path}": path for option, path in inputs.items() if path is not None})
+    check_outputs({f"--out's {name}": folder / name for name in OUTPUTS}, inputs)
     check_writable(folder)
 
     with locked(folder):

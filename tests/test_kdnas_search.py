@@ -377,7 +377,7 @@ def test_search_never_writes_over_an_input(setup: dict[str, Path], tmp_path: Pat
     shutil.copytree(setup["teacher"], out / "student")  # the teacher is an earlier run's student
     before = snapshot(tmp_path)
     result = CliRunner().invoke(main, search_args(setup, out, "--teacher", str(out / "student"), "--resume"))
-    user_error(result, f"--out {out}'s student would overwrite --teacher {out / 'student'}")
+    user_error(result, f"--out's student {out / 'student'} would overwrite --teacher")
     assert snapshot(tmp_path) == before
 
 
