@@ -187,3 +187,22 @@ def test_report_cli_bad_input_is_one_line(tmp_path: Path, cli, user_error, case:
         args = ["--storage", tmp_path]
         saved(tmp_path / "machine" / "0001_only.json", {A: record(10.0, 12.0)})
     user_error(cli("report", *args), needle)
+
+
+def test_report_cli_never_writes_over_a_run_it_reads(tmp_path: Path, cli, user_error) -> None:
+    base = saved(tmp_path / "base.json", {A: record(10.0, 12.0)})
+    now = saved(tmp_path / "now.json", {A: record(10.0, 12.0)})
+    before = base.read_bytes(), now.read_bytes()
+    user_error(cli("report", base, now, "--out", base), f"--out {base} would overwrite BASELINE")
+    user_error(cli("report", base, now, "--png", now), f"--png {now} would overwrite CURRENT")
+    user_error(cli("report", base, now, "--out", tmp_path / "r", "--png", tmp_path / "r"), "are the same path")
+    assert (base.read_bytes(), now.read_bytes()) == before and not (tmp_path / "r").exists()
+
+
+def test_report_cli_names_a_saved_statistic_that_is_not_a_number(tmp_path: Path, cli, user_error) -> None:
+    base = saved(tmp_path / "base.json", {A: record(10.0, 12.0)})
+    now = saved(tmp_path / "now.json", {A: record(10.0, 12.0)})
+    data = json.loads(now.read_text())
+    data["benchmarks"][0]["extra_info"]["latlab"]["median_ms"] = "x"
+    now.write_text(json.dumps(data))
+    user_error(cli("report", base, now), str(now), A)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from latlab.atomic import check_writable, write_bytes, write_text
+from latlab.atomic import write_bytes, write_text
 from latlab.errors import LatlabError
+from latlab.outputs import check_output_files
 from latlab.regression.gates import parse_gates
 from latlab.regression.report import compare_runs, render_chart, render_markdown
 from latlab.regression.runs import find_runs, load_run
@@ -35,9 +36,7 @@ def report(runs: tuple[str, ...], storage: str, fail: tuple[str, ...], out: str 
         runs = (str(found[-2]), str(found[-1]))
     elif len(runs) != 2:
         raise LatlabError(f"expected two saved runs, BASELINE CURRENT, got {len(runs)}")
-    for path in (out, png):
-        if path:
-            check_writable(path)
+    check_output_files({"--out": out, "--png": png}, {"BASELINE": runs[0], "CURRENT": runs[1]})
     comparison = compare_runs(load_run(runs[0]), load_run(runs[1]), gates, strict_device)
     markdown = render_markdown(comparison)
     if out:

@@ -114,7 +114,12 @@ class BenchRecord:
 
 
 def _stats(data: Mapping[str, Any]) -> LatencyStats:
-    return LatencyStats(**{name: data[name] for name in _STATS_FIELDS})
+    """A saved statistic that is not a finite, non-negative number would surface later as a formatting crash."""
+    values = {name: data[name] for name in _STATS_FIELDS}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return LatencyStats(**values)
 
 
 def _samples(data: Mapping[str, Any]) -> tuple[float, ...]:
