@@ -119,18 +119,18 @@ def transfer(source_path: str, backend_name: str, threads: int, precision: str, 
     settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
     backend.check(settings)
     check_output_files({"--out": out}, {"--from": source_path, "--space": space_path})
-    plan = plan_references(source, budget)  # a budget too small is refused before anything is timed
-    refuse_unless_forced([thread_problem(threads), memory_problem(plan.references, "the reference blocks")], force)
+    references = plan_references(source, budget)  # a budget too small is refused before anything is timed
+    refuse_unless_forced([thread_problem(threads), memory_problem(references, "the reference blocks")], force)
     protocol = source.protocol if min_seconds is None else replace(source.protocol, min_seconds=min_seconds)
     started = time.monotonic()
-    err.print(f"Timing {len(plan.references)} reference blocks on {backend.name} ({settings.precision}, "
+    err.print(f"Timing {len(references)} reference blocks on {backend.name} ({settings.precision}, "
               f"{settings.threads} thread(s)) to transfer {source_path} ({source.label})", highlight=False)
     with locked(out), progress_bar() as report:
-        result = run_transfer(source, source_path, backend, settings, budget, protocol, report)
+        result = run_transfer(source, source_path, backend, settings, references, protocol, report)
         save_profile(result, out)
     fits = ", ".join(f"{kind} x{math.exp(f['log_ratio']):.3g} slope {f['slope']:+.2f} (±{f['spread_pct']:.1f}%)"
                      for kind, f in result.transfer["fit"].items())
-    click.echo(f"wrote {out}: {len(plan.references)} blocks measured, {len(result.entries) - len(plan.references)} "
+    click.echo(f"wrote {out}: {len(references)} blocks measured, {len(result.entries) - len(references)} "
                f"estimated, in {time.monotonic() - started:.0f} s; fit {fits}")
 
 

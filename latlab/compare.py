@@ -88,6 +88,13 @@ def setup_differences(a: Profile, b: Profile) -> list[str]:
     return found
 
 
+def robust_spread_pct(log_residuals: np.ndarray) -> float:
+    """How far points sit from a fit on a log scale, in percent: the median absolute deviation scaled to a
+    standard deviation, so one odd block does not inflate it (that block is what a comparison wants to name)."""
+    robust_sd = 1.4826 * float(np.median(np.abs(log_residuals - np.median(log_residuals))))
+    return (math.exp(robust_sd) - 1) * 100
+
+
 def scaling_of(kind: str, rows: list[BlockRatio]) -> Scaling:
     """The log-log fit; with fewer than 3 blocks, or sizes too alike to fit a slope, one factor (exponent 1)."""
     log_a, log_b = np.log([r.a_ms for r in rows]), np.log([r.b_ms for r in rows])
@@ -95,10 +102,8 @@ def scaling_of(kind: str, rows: list[BlockRatio]) -> Scaling:
         exponent, intercept = (float(v) for v in np.polyfit(log_a, log_b, 1))
     else:
         exponent, intercept = 1.0, float(np.mean(log_b - log_a))
-    residuals = log_b - (intercept + exponent * log_a)
-    robust_sd = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
     return Scaling(kind, len(rows), math.exp(float(np.mean(log_b - log_a))), math.exp(intercept), exponent,
-                   (math.exp(robust_sd) - 1) * 100)
+                   robust_spread_pct(log_b - (intercept + exponent * log_a)))
 
 
 def compare_profiles(a: Profile, b: Profile) -> Comparison:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latlab.backend import Backend, Runner, Settings
+from latlab.backend import Backend, Settings
 from latlab.blocks import Block
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint

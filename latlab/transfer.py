@@ -25,6 +25,7 @@ import numpy as np
 
 from latlab.backend import Backend, Settings
 from latlab.blocks import EMBEDDINGS, HEAD, OVERHEAD, Block, gflops
+from latlab.compare import robust_spread_pct
 from latlab.errors import LatlabError
 from latlab.modules import build_block
 from latlab.profile import Entry, Profile
@@ -33,19 +34,6 @@ from latlab.protocol import Protocol, Report, measure, prepare_all, quiet
 
 # Below this many blocks a kind gets one factor (exponent 1): two points fit any slope exactly.
 SLOPE_MIN_BLOCKS = 3
-
-
-@dataclass(frozen=True)
-class TransferPlan:
-    """The reference blocks to time here, per kind, for a given budget."""
-
-    references: list[Block]
-
-    def by_kind(self) -> dict[str, list[Block]]:
-        found: dict[str, list[Block]] = {}
-        for block in self.references:
-            found.setdefault(block.kind, []).append(block)
-        return found
 
 
 def features(block: Block, source_ms: float) -> list[float]:
@@ -72,7 +60,7 @@ def spread_out(blocks: list[Block], source_ms: dict[Block, float], count: int) -
     return [blocks[i] for i in sorted(chosen, key=lambda i: cost[i])]
 
 
-def plan_references(source: Profile, budget: int) -> TransferPlan:
+def plan_references(source: Profile, budget: int) -> list[Block]:
     """One overhead block, two each of the small kinds (embeddings, head) when the space has two widths, and the
     rest of the budget for the layer or model blocks that dominate every prediction."""
     blocks = {entry.block: entry.stats.median_ms for entry in source.entries.values()}
@@ -92,7 +80,7 @@ def plan_references(source: Profile, budget: int) -> TransferPlan:
     for index, kind in enumerate(main):
         share = left // len(main) + (1 if index < left % len(main) else 0)
         references += spread_out(kinds[kind], blocks, share)
-    return TransferPlan(references)
+    return references
 
 
 @dataclass(frozen=True)
@@ -123,9 +111,7 @@ def fit_kind(rows: list[tuple[Block, float, float]]) -> KindFit:
         slope, log_ratio = (float(v) for v in np.polyfit(x, y, 1))
     else:
         slope, log_ratio = 0.0, float(np.mean(y))
-    residuals = y - (log_ratio + slope * x)
-    robust_sd = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
-    return KindFit(log_ratio, slope, len(rows), (math.exp(robust_sd) - 1) * 100)
+    return KindFit(log_ratio, slope, len(rows), robust_spread_pct(y - (log_ratio + slope * x)))
 
 
 def fit(source: Profile, measured_ms: dict[Block, float]) -> dict[str, KindFit]:
@@ -161,13 +147,13 @@ def transferred(source: Profile, target: Profile, measured: dict[Block, Entry], 
                    protocol=source.protocol)
 
 
-def run_transfer(source: Profile, source_path: str, backend: Backend, settings: Settings, budget: int,
+def run_transfer(source: Profile, source_path: str, backend: Backend, settings: Settings, references: list[Block],
                  protocol: Protocol, report: Report = quiet) -> Profile:
-    """Time the planned references here with ``protocol`` (interleaved, as a profile is), then transfer."""
-    plan = plan_references(source, budget)
-    runners = prepare_all(backend, {b.key: build_block(b) for b in plan.references}, settings, report)
+    """Time ``references`` (``plan_references``) here with ``protocol``, interleaved as a profile is, then
+    transfer."""
+    runners = prepare_all(backend, {b.key: build_block(b) for b in references}, settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
-    measured = {b: Entry(b, results[b.key], unstable=b.key in unstable) for b in plan.references}
+    measured = {b: Entry(b, results[b.key], unstable=b.key in unstable) for b in references}
     target = new_profile(backend, settings, source.space, protocol)
     target.applied = next(iter(runners.values())).applied
     return transferred(source, target, measured, source_path)

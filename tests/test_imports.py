@@ -4,7 +4,6 @@ runtime, and no module imports another that imports it back."""
 from __future__ import annotations
 
 import ast
-import ast
 import json
 import subprocess
 import sys

@@ -148,7 +148,7 @@ def test_saved_run_carries_fingerprint_and_record(user_project: pytest.Pytester)
 def test_bad_gate_expression_is_a_usage_error(user_project: pytest.Pytester, expression: str) -> None:
     result = quick(user_project, f"--latlab-fail={expression}", "--benchmark-compare")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*--latlab-fail: bad gate*expected STAT:LIMIT% such as p90:10%*"])
+    result.stderr.fnmatch_lines(["*--latlab-fail: bad gate*expected STAT:LIMIT% such as p90:10%*"])
 
 
 def test_gate_without_baseline_is_a_usage_error(user_project: pytest.Pytester) -> None:

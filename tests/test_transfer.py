@@ -29,8 +29,10 @@ def source_medians() -> dict:
 def test_the_references_span_the_space_and_a_budget_too_small_is_refused() -> None:
     source = synthetic_profile(source_medians(), SPACE)
     plan = plan_references(source, 12)
-    kinds = plan.by_kind()
-    assert len(plan.references) == 12 and len(set(plan.references)) == 12
+    kinds: dict[str, list] = {}
+    for block in plan:
+        kinds.setdefault(block.kind, []).append(block)
+    assert len(plan) == 12 and len(set(plan)) == 12
     assert len(kinds[OVERHEAD]) == 1 and len(kinds["embeddings"]) == len(kinds["head"]) == 2
     models = kinds[MODEL]
     ms = {b: source.entries[b.key].stats.median_ms for b in models}
@@ -53,11 +55,11 @@ def test_a_target_that_gains_with_matrix_work_is_estimated_exactly() -> None:
     truth = {e.block: here_ms(e.block, e.stats.median_ms) for e in source.entries.values()}
     plan = plan_references(source, 12)
     target = replace(synthetic_profile({}, SPACE), settings=Settings(precision="bf16"))
-    result = transferred(source, target, {b: Entry(b, [[truth[b]]]) for b in plan.references}, "src.json")
+    result = transferred(source, target, {b: Entry(b, [[truth[b]]]) for b in plan}, "src.json")
     for key, entry in result.entries.items():
         assert entry.stats.median_ms == pytest.approx(truth[entry.block], rel=2e-3), key
     assert result.transfer["fit"][MODEL]["slope"] == pytest.approx(-0.3, abs=0.01)
-    assert sorted(result.transfer["measured"]) == sorted(b.key for b in plan.references)
+    assert sorted(result.transfer["measured"]) == sorted(b.key for b in plan)
     assert max(abs(r) for r in result.transfer["residuals_pct"].values()) < 0.5
     assert "transferred: 12 blocks measured" in result.label
 
