@@ -1,11 +1,18 @@
-"""PyTorch eager: the reference backend; CPU always, CUDA when a GPU is present (timed with CUDA events)."""
+"""PyTorch eager: the reference backend; CPU always, CUDA when a GPU is present (timed with CUDA events).
+
+int8 is dynamic quantization of the linear layers on the CPU (weights int8 per tensor ahead, activations at run
+time), the eager-mode recipe torch itself offers. torch marks that API deprecated in favour of torchao, which
+is not a dependency here; a profile records the torch version it ran on.
+"""
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from latlab.backend import Availability, Backend, Runner, Settings
+from latlab.errors import LatlabError
 
 if TYPE_CHECKING:
     import torch
@@ -51,9 +58,16 @@ class TorchBackend(Backend):
     def devices(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("cpu", "cuda") if _cuda() else ("cpu",)
 
+    quantizations = ("dynamic",)
+
     @property
     def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("f32", "bf16", "fp16") if _cuda() else ("f32", "bf16")
+        return ("f32", "bf16", "fp16", "int8") if _cuda() else ("f32", "bf16", "int8")
+
+    def check(self, settings: Settings) -> None:
+        super().check(settings)
+        if settings.precision == "int8" and settings.device != "cpu":
+            raise LatlabError("torch int8 (dynamic quantization) runs on the CPU only; use --device cpu")
 
     def is_available(self) -> Availability:
         return Availability(True)
@@ -72,7 +86,7 @@ class TorchBackend(Backend):
             torch.set_num_interop_threads(1)
         except RuntimeError:
             pass
-        dtype = getattr(torch, _DTYPES[settings.precision])
+        dtype = getattr(torch, _DTYPES.get(settings.precision, "float32"))  # int8: float32 outside the Linear layers
         module = module.to(device=settings.device, dtype=dtype).eval()
         inputs = tuple(t.to(settings.device, dtype=dtype if t.is_floating_point() else t.dtype) for t in example_inputs)
         ran = next(module.parameters(), torch.empty(0, dtype=dtype)).dtype
@@ -82,12 +96,29 @@ class TorchBackend(Backend):
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
         }
+        if settings.precision == "int8":
+            module, applied["quantization"], applied["integer_ops"] = _quantize(module)
+            applied["precision"] = "int8"
         cuda = settings.device == "cuda"
         if cuda:
             major, minor = torch.cuda.get_device_capability()
             applied.update(gpu=torch.cuda.get_device_name(), compute_capability=f"{major}.{minor}",
                            float32_matmul_precision=torch.get_float32_matmul_precision())  # "highest": no TF32
         return TorchRunner(module, inputs, applied, cuda=cuda)
+
+
+def _quantize(module: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, Any], int]:
+    """The module with its Linear layers dynamically quantized, the recipe, and how many layers were converted."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice for torch.ao.quantization (see the module docstring)
+        quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    converted = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quantized.modules())
+    recipe = {"method": "dynamic", "tool": f"torch.ao.quantization {version('torch')}", "ops": ["Linear"],
+              "weights": "int8", "per_channel": False, "activations": "uint8 (at run time)",
+              "engine": torch.backends.quantized.engine}
+    return quantized, recipe, converted
 
 
 def _cuda() -> bool:

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from latlab.atomic import read_json
-from latlab.blocks import Block, embeddings_block, head_block, layer_block, parameters
+from latlab.blocks import Block, embeddings_block, head_block, layer_block, linear_weights, parameters
 from latlab.errors import LatlabError
 from latlab.fields import refuse, whole
 
 MAX_LAYERS = 1000  # far beyond any encoder; checked before a tuple of that many layers is built
 
 
-BYTES_PER_WEIGHT = {"f32": 4, "bf16": 2, "fp16": 2}
+BYTES_PER_WEIGHT = {"f32": 4, "bf16": 2, "fp16": 2, "int8": 1}  # int8: the linear layers' matrices only
 
 
 def layer_count(value: Any, source: str, field: str = "layers") -> int:
@@ -63,8 +63,12 @@ class Architecture:
         return sum(parameters(block) for block in self.blocks())
 
     def weight_mb(self, precision: str) -> float:
-        """Megabytes of weights stored at ``precision`` (what a deployment loads)."""
-        return self.parameters * BYTES_PER_WEIGHT[precision] / 1e6
+        """Megabytes of weights stored at ``precision`` (what a deployment loads); int8 keeps all but the linear
+        layers' matrices in float32."""
+        if precision != "int8":
+            return self.parameters * BYTES_PER_WEIGHT[precision] / 1e6
+        quantized = sum(linear_weights(block) for block in self.blocks())
+        return (quantized * BYTES_PER_WEIGHT["int8"] + (self.parameters - quantized) * BYTES_PER_WEIGHT["f32"]) / 1e6
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -17,8 +17,11 @@ from latlab.errors import LatlabError
 if TYPE_CHECKING:  # torch loads only where a model is built, so prediction and `latlab --help` stay fast
     import torch
 
-PRECISIONS = ("f32", "bf16", "fp16")
+PRECISIONS = ("f32", "bf16", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
+# How int8 models are made: weights quantized ahead, activations at run time (dynamic), or both ahead from a
+# calibration pass (static). Backends list the ones they implement; each records its full recipe in `applied`.
+QUANTIZATIONS = ("dynamic", "static")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,12 @@ class Settings:
     threads: int = 1
     precision: str = "f32"
     device: str = "cpu"
+    quantization: str = ""  # int8 only: one of QUANTIZATIONS
+
+    @property
+    def numerics(self) -> str:
+        """Precision with its int8 method, as names and labels show it: ``f32``, ``int8-static``."""
+        return f"{self.precision}-{self.quantization}" if self.quantization else self.precision
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Backend(ABC):
     pip_extra: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("f32",)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    quantizations: ClassVar[tuple[str, ...]] = ()  # int8 methods, the default first; empty without int8
 
     @abstractmethod
     def is_available(self) -> Availability:
@@ -104,6 +114,16 @@ class Backend(ABC):
     def default_settings(self) -> Settings:
         return Settings()
 
+    def settings(self, threads: int = 1, precision: str = "f32", device: str | None = None,
+                 quantization: str | None = None) -> Settings:
+        """What a user asked for, completed with this backend's defaults (device, int8 method) and checked."""
+        if quantization is None and precision == "int8" and self.quantizations:
+            quantization = self.quantizations[0]
+        settings = Settings(threads=threads, precision=precision, device=device or self.default_settings().device,
+                            quantization=quantization or "")
+        self.check(settings)
+        return settings
+
     def check(self, settings: Settings) -> None:
         """Refuse settings this backend cannot honour, or a runtime that is not there, with one clear line."""
         available = self.is_available()
@@ -115,6 +135,12 @@ class Backend(ABC):
         if settings.device not in self.devices:
             raise LatlabError(f"backend {self.name!r} does not run on device {settings.device!r} "
                               f"(supported: {', '.join(self.devices)})")
+        if settings.precision == "int8" and settings.quantization not in self.quantizations:
+            raise LatlabError(f"backend {self.name!r} has no {settings.quantization or 'unnamed'} int8 quantization "
+                              f"(it has: {', '.join(self.quantizations)})")
+        if settings.precision != "int8" and settings.quantization:
+            raise LatlabError(f"quantization {settings.quantization!r} applies to precision int8 only, "
+                              f"not {settings.precision}")
         if settings.threads < 1:
             raise LatlabError(f"threads must be at least 1, got {settings.threads}")
 
@@ -131,3 +157,4 @@ class BackendInfo:
     devices: tuple[str, ...]
     pip_extra: str
     source: str = field(default="")
+    quantizations: tuple[str, ...] = ()

@@ -81,6 +81,15 @@ def parameters(block: Block) -> int:
     return {EMBEDDINGS: embeddings, HEAD: head}.get(block.kind, 0)
 
 
+def linear_weights(block: Block) -> int:
+    """The weight-matrix entries of the block's linear layers: what every int8 recipe here quantizes to one byte
+    (biases, norms and embeddings stay float32)."""
+    h = block.hidden
+    layer = 4 * h * h + 2 * h * block.ffn
+    head = h * h + h * block.labels
+    return {LAYER: layer, MODEL: layer * block.layers + head, HEAD: head}.get(block.kind, 0)
+
+
 def in_models(layer: Block, model_depth: int, vocab: int, labels: int) -> tuple[Block, ...]:
     """The blocks that price ``layer``: uniform whole models of 1 and ``model_depth`` copies of it, or the layer
     alone when ``model_depth`` is 0 (profiles written before model blocks)."""

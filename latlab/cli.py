@@ -15,7 +15,7 @@ import click
 from latlab.accuracy import error_pct
 from latlab.architecture import load_architecture
 from latlab.atomic import write_bytes, write_json
-from latlab.backend import BackendInfo, Settings
+from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
 from latlab.compare import compare_profiles, render_plot
 from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
@@ -52,7 +52,8 @@ def backends(as_json: bool) -> None:
         return
     for info in infos:
         state = f"available  {info.runtime_version}" if info.available else f"missing    {info.reason}"
-        click.echo(f"{info.name:<12} {state}  [precisions: {', '.join(info.precisions)}; "
+        int8 = f" (int8: {', '.join(info.quantizations)})" if info.quantizations else ""
+        click.echo(f"{info.name:<12} {state}  [precisions: {', '.join(info.precisions)}{int8}; "
                    f"devices: {', '.join(info.devices)}]")
 
 
@@ -96,7 +97,10 @@ def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: boo
 @click.option("--from", "source_path", required=True, type=click.Path(), help="The profile to transfer from.")
 @click.option("--backend", "backend_name", required=True, help="Backend to time the reference blocks on, here.")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16"]), default="f32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True)
+@click.option("--quantization", type=click.Choice(QUANTIZATIONS), default=None,
+              help="How int8 is made: weights and activations calibrated ahead (static), or activations quantized "
+                   "at run time (dynamic). Default: the backend's first (see 'latlab backends').")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: the backend's own.")
 @click.option("--budget", type=click.IntRange(min=1), default=12, show_default=True,
               help="Reference blocks to time here; every other block is estimated from them.")
@@ -106,8 +110,8 @@ def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: boo
               help="Minimum timed seconds per reference block (default: the source profile's).")
 @click.option("--out", type=click.Path(), required=True, help="The transferred profile to write.")
 @click.option("--force", is_flag=True, help="Use more threads or memory than this machine has to give.")
-def transfer(source_path: str, backend_name: str, threads: int, precision: str, device: str | None,
-             budget: int, space_path: str | None, min_seconds: float | None, out: str, force: bool) -> None:
+def transfer(source_path: str, backend_name: str, threads: int, precision: str, quantization: str | None,
+             device: str | None, budget: int, space_path: str | None, min_seconds: float | None, out: str, force: bool) -> None:
     """A profile for this machine and setting from a few measured blocks and a profile measured elsewhere."""
     from latlab.transfer import plan_references, run_transfer
 
@@ -116,14 +120,13 @@ def transfer(source_path: str, backend_name: str, threads: int, precision: str, 
         raise LatlabError(f"{source_path} profiles space {source.space.name!r}, not the one in {space_path}; "
                           "transfer from a profile of that space")
     backend = load_backend(backend_name)
-    settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
-    backend.check(settings)
+    settings = backend.settings(threads, precision, device, quantization)
     check_output_files({"--out": out}, {"--from": source_path, "--space": space_path})
     references = plan_references(source, budget)  # a budget too small is refused before anything is timed
     refuse_unless_forced([thread_problem(threads), memory_problem(references, "the reference blocks")], force)
     protocol = source.protocol if min_seconds is None else replace(source.protocol, min_seconds=min_seconds)
     started = time.monotonic()
-    err.print(f"Timing {len(references)} reference blocks on {backend.name} ({settings.precision}, "
+    err.print(f"Timing {len(references)} reference blocks on {backend.name} ({settings.numerics}, "
               f"{settings.threads} thread(s)) to transfer {source_path} ({source.label})", highlight=False)
     with locked(out), progress_bar() as report:
         result = run_transfer(source, source_path, backend, settings, references, protocol, report)
@@ -151,7 +154,10 @@ def info(as_json: bool) -> None:
 @click.option("--backend", "backend_name", required=True, help="Backend name (see 'latlab backends').")
 @click.option("--space", "space_path", type=click.Path(), default=None, help="Search space JSON (default: MiniLM students).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads, applied and recorded.")
-@click.option("--precision", type=click.Choice(["f32", "bf16", "fp16"]), default="f32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True)
+@click.option("--quantization", type=click.Choice(QUANTIZATIONS), default=None,
+              help="How int8 is made: weights and activations calibrated ahead (static), or activations quantized "
+                   "at run time (dynamic). Default: the backend's first (see 'latlab backends').")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Default: the backend's own (cuda for tensorrt, cuda for torch when a GPU is present).")
 @click.option("--out", type=click.Path(), default=None, help="Profile file (default: profiles/<what it is>.json).")
@@ -167,14 +173,14 @@ def info(as_json: bool) -> None:
                    "run inside a model; 0 times layers alone (faster, but under-predicts whole models).")
 @click.option("--force", is_flag=True, help="Measure with more threads than usable CPUs, or sizes that may not fit "
                                             "the memory available, anyway.")
-def profile(backend_name: str, space_path: str | None, threads: int, precision: str, device: str | None, out: str | None,
+def profile(backend_name: str, space_path: str | None, threads: int, precision: str, quantization: str | None,
+            device: str | None, out: str | None,
             resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int, force: bool) -> None:
     """Measure every block of a space on one backend and write a device profile."""
     from latlab.profiling import continue_profile, new_profile, open_profile
 
     backend = load_backend(backend_name)
-    settings = Settings(threads=threads, precision=precision, device=device or backend.default_settings().device)
-    backend.check(settings)
+    settings = backend.settings(threads, precision, device, quantization)
     space = load_space(space_path)
     if model_depth == 1:
         raise LatlabError("--model-depth 1 cannot tell a layer's cost inside a model: use 0 (layers alone) or 2 or more")
@@ -188,7 +194,7 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     with locked(out):  # a second profiler, or a second --resume, of the same file is refused while this one runs
         opened = open_profile(backend, settings, space, protocol, Path(out), resume)
         err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on "
-                  f"{backend.name} ({settings.precision}, {settings.threads} thread(s)) -> {out}", highlight=False)
+                  f"{backend.name} ({settings.numerics}, {settings.threads} thread(s)) -> {out}", highlight=False)
         with progress_bar() as report:
             result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
@@ -225,7 +231,7 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
         return
     click.echo(f"{result.total_ms:.3f} ms per call (batch {arch.batch}, seq_len {arch.seq_len}) on {loaded.label}")
     click.echo(f"  weights: {arch.parameters / 1e6:.2f} M parameters, {arch.weight_mb(loaded.settings.precision):.1f} MB "
-               f"at {loaded.settings.precision}")
+               f"at {loaded.settings.numerics}")
     click.echo(f"  {'overhead':<40} {result.overhead_ms:8.3f} ms")
     for key, ms in result.parts:
         click.echo(f"  {key:<40} {ms:8.3f} ms")

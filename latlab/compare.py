@@ -80,7 +80,7 @@ def setup_differences(a: Profile, b: Profile) -> list[str]:
     found = a.fingerprint.differences(b.fingerprint, include_gpus="cuda" in (a.settings.device, b.settings.device),
                                       names=("in A", "in B"))
     pairs = {"backend": (a.backend, b.backend), "runtime_version": (a.runtime_version, b.runtime_version),
-             "precision": (a.settings.precision, b.settings.precision), "threads": (a.settings.threads,
+             "precision": (a.settings.numerics, b.settings.numerics), "threads": (a.settings.threads,
                                                                                    b.settings.threads),
              "device": (a.settings.device, b.settings.device), "model_depth": (a.protocol.model_depth,
                                                                               b.protocol.model_depth)}

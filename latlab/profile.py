@@ -10,7 +10,8 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
                      layer blocks carry Hugging Face's attention mask; 1 (refused) priced layers without it
     created_utc      ISO timestamp
     backend          {name, runtime_version}
-    settings         {threads, precision, device}: what was asked for
+    settings         {threads, precision, device[, quantization]}: what was asked for; quantization (dynamic or
+                     static) only with precision int8, whose full recipe the backend reports in ``applied``
     applied          what the runtime reported back after applying the settings
     software         {python, torch, transformers, latlab}
     fingerprint      latlab.fingerprint.Fingerprint
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from latlab.atomic import read_json, write_json
-from latlab.backend import DEVICES, PRECISIONS, Settings
+from latlab.backend import DEVICES, PRECISIONS, QUANTIZATIONS, Settings
 from latlab.blocks import KINDS, Block
 from latlab.errors import LatlabError
 from latlab.fields import finite, refuse, short, typed, boolean, whole
@@ -83,7 +84,7 @@ class Profile:
     def label(self) -> str:
         measured = f" [transferred: {len(self.transfer['measured'])} blocks measured, the rest estimated]" \
             if self.transfer else ""
-        return (f"{self.backend} {self.runtime_version}, {self.settings.precision}, {self.settings.threads} thread(s)"
+        return (f"{self.backend} {self.runtime_version}, {self.settings.numerics}, {self.settings.threads} thread(s)"
                 + measured)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,8 +92,7 @@ class Profile:
             "schema_version": self.schema_version,
             "created_utc": self.created_utc,
             "backend": {"name": self.backend, "runtime_version": self.runtime_version},
-            "settings": {"threads": self.settings.threads, "precision": self.settings.precision,
-                         "device": self.settings.device},
+            "settings": settings_json(self.settings),
             "applied": self.applied,
             "software": self.software,
             "fingerprint": self.fingerprint.to_json(),
@@ -171,13 +171,22 @@ def _text(container: Any, key: str, source: str, field: str = "") -> str:
     return value
 
 
+def settings_json(settings: Settings) -> dict[str, Any]:
+    """The settings as profiles and validations store them; ``quantization`` only where there is one, so float
+    profiles read the same as before int8 existed."""
+    return {"threads": settings.threads, "precision": settings.precision, "device": settings.device,
+            **({"quantization": settings.quantization} if settings.quantization else {})}
+
+
 def _settings(data: Any, source: str) -> Settings:
     settings = typed(Settings, data, source, "settings")
     whole(settings.threads, source, "settings.threads")
-    for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
+    int8 = settings.precision == "int8"
+    for name, allowed in (("precision", PRECISIONS), ("device", DEVICES),
+                          ("quantization", QUANTIZATIONS if int8 else ("",))):
         if getattr(settings, name) not in allowed:
-            raise refuse(source, f"settings.{name}", f"must be one of {', '.join(allowed)}, "
-                                                     f"got {short(getattr(settings, name))}")
+            fix = f"must be one of {', '.join(allowed)}" if int8 or name != "quantization" else "applies to int8 only"
+            raise refuse(source, f"settings.{name}", f"{fix}, got {short(getattr(settings, name))}")
     return settings
 
 
@@ -250,4 +259,4 @@ def default_name(profile: Profile) -> str:
     for noise in ("(r)", "(tm)", " processor", " cpu"):  # trademark marks and filler words say nothing
         device = device.lower().replace(noise, " ")
     slug = "-".join("".join(c if c.isalnum() else " " for c in device).split())
-    return f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.precision}"
+    return f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.numerics}"

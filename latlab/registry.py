@@ -35,4 +35,4 @@ def describe(name: str) -> BackendInfo:
     version = backend.runtime_version() if available else ""
     source = next(ep.value for ep in entry_points(group=GROUP) if ep.name == name)
     return BackendInfo(name, available.ok, available.reason, version, backend.precisions, backend.devices,
-                       backend.pip_extra, source)
+                       backend.pip_extra, source, backend.quantizations)

@@ -15,7 +15,7 @@ from latlab.blocks import Block
 from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.modules import build_model
 from latlab.predict import LatencyTable, predict_ms
-from latlab.profile import Entry, Profile
+from latlab.profile import Entry, Profile, settings_json
 from latlab.protocol import Protocol, Report, Rounds, quiet
 from latlab.stats import LatencyStats
 
@@ -108,8 +108,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "profile": profile_path,
         "backend": profile.backend,
         "runtime_version": profile.runtime_version,
-        "settings": {"threads": profile.settings.threads, "precision": profile.settings.precision,
-                     "device": profile.settings.device},
+        "settings": settings_json(profile.settings),
         "cpu_model": profile.fingerprint.cpu_model,
         "seed": seed,
         "n_archs": len(validation.rows),

@@ -115,3 +115,58 @@ def test_a_precision_is_honoured_or_refused(name: str, precision: str) -> None:
         return
     assert runner.applied["precision"] == precision
     runner.run()
+
+
+# Each runtime's int8 recipes; the blocks are those a profile times (a whole model, the head alone).
+INT8 = [("onnxruntime", "dynamic"), ("onnxruntime", "static"), ("openvino", "static"), ("torch", "dynamic")]
+SMALL_MODEL = SMALL_LAYER._replace(kind="model", vocab=50, labels=2, layers=2)
+
+
+@pytest.mark.parametrize(("name", "method"), INT8)
+def test_int8_runs_integer_matrix_products_and_records_its_recipe(name: str, method: str) -> None:
+    """An int8 label must mean int8 ran: the runtime's own graph is read back for integer matrix products."""
+    backend = installed(name)
+    module, inputs = build_block(SMALL_MODEL)
+    runner = backend.prepare(module, inputs, backend.settings(1, "int8", "cpu", method))
+    applied = runner.applied
+    assert applied["precision"] == "int8" and applied["quantization"]["method"] == method
+    assert {"weights", "per_channel", "activations", "tool"} <= set(applied["quantization"])
+    # 2 layers of 6 linear layers each, plus the pooler and classifier: all of them quantized
+    assert applied["integer_ops"] >= 2 * 6
+    runner.run()
+
+
+@pytest.mark.parametrize(("name", "method"), INT8)
+def test_an_int8_block_without_matrix_products_runs_in_float(name: str, method: str) -> None:
+    """Embeddings are looked up, not multiplied: quantizing them is a no-op, not an error."""
+    backend = installed(name)
+    module, inputs = build_block(SMALL_MODEL._replace(kind="embeddings", heads=0, ffn=0, labels=0, layers=0))
+    runner = backend.prepare(module, inputs, backend.settings(1, "int8", "cpu", method))
+    assert runner.applied["integer_ops"] == 0
+    runner.run()
+
+
+def test_an_int8_profile_validates_whole_models_quantized_the_same_way(cli, tmp_path: Path) -> None:
+    installed("onnxruntime")
+    out, report = tmp_path / "int8.json", tmp_path / "validation.json"
+    profiled = cli("profile", "--backend", "onnxruntime", "--space", TINY_SPACE, "--precision", "int8",
+                   "--quantization", "static", *QUICK, "--out", out)
+    assert profiled.exit_code == 0, profiled.output
+    profile = load_profile(out)
+    assert profile.settings.numerics == "int8-static" and profile.applied["quantization"]["format"] == "QDQ"
+    validated = cli("validate", "--profile", out, "--archs", "3", "--json", report)
+    assert validated.exit_code == 0, validated.output
+    assert json.loads(report.read_text())["settings"] == {"threads": 1, "precision": "int8", "device": "cpu",
+                                                         "quantization": "static"}
+
+
+@pytest.mark.parametrize(("name", "method", "needle"), [
+    ("openvino", "dynamic", "backend 'openvino' has no dynamic int8 quantization (it has: static)"),
+    ("torch", "static", "backend 'torch' has no static int8 quantization (it has: dynamic)"),
+])
+def test_an_int8_method_a_backend_lacks_is_refused_in_one_line(cli, tmp_path: Path, name, method, needle) -> None:
+    installed(name)
+    result = cli("profile", "--backend", name, "--space", TINY_SPACE, "--precision", "int8", "--quantization",
+                 method, "--out", tmp_path / "p.json")
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.json").exists()

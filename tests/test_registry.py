@@ -37,7 +37,7 @@ def test_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch, cli) -> 
     assert BUILT_IN | {"fake"} <= set(listed)
     assert listed["fake"] == {"name": "fake", "available": True, "reason": "", "runtime_version": "1.0",
                               "precisions": ["f32", "bf16"], "devices": ["cpu"], "pip_extra": "fake",
-                              "source": f"{PLUGIN_MODULE}:FakeBackend"}
+                              "source": f"{PLUGIN_MODULE}:FakeBackend", "quantizations": []}
 
 
 def test_plugin_backend_profiles_like_a_built_in(tmp_path, monkeypatch, cli) -> None:
@@ -89,6 +89,8 @@ def test_unknown_backend_lists_the_registered_ones() -> None:
     (Settings(precision="fp16"), "does not support precision 'fp16' (supported: f32, bf16)"),
     (Settings(device="cuda"), "does not run on device 'cuda' (supported: cpu)"),
     (Settings(threads=0), "threads must be at least 1, got 0"),
+    (Settings(precision="int8", quantization="static"), "does not support precision 'int8'"),
+    (Settings(precision="bf16", quantization="static"), "quantization 'static' applies to precision int8 only"),
 ])
 def test_check_refuses_settings_a_backend_cannot_honour(fake_plugin, settings, needle) -> None:
     with pytest.raises(LatlabError) as info:
@@ -140,3 +142,14 @@ def test_built_in_backend_without_its_runtime_names_the_pip_extra(monkeypatch, n
     assert not available and module in available.reason and f"pip install 'latlab[{extra}]'" in available.reason
     with pytest.raises(LatlabError, match=f"backend '{name}' is not available: .*latlab\\[{extra}\\]"):
         backend.check(Settings())
+
+
+def test_int8_settings_take_the_backends_first_method_and_refuse_one_it_lacks() -> None:
+    backend = load_backend("onnxruntime")
+    if not backend.is_available():
+        pytest.skip(f"onnxruntime not available: {backend.is_available().reason}")
+    assert backend.settings(2, "int8") == Settings(threads=2, precision="int8", quantization=backend.quantizations[0])
+    assert backend.settings(1, "int8", quantization="static").numerics == "int8-static"
+    assert backend.settings(1, "f32").numerics == "f32"
+    with pytest.raises(LatlabError, match="has no unnamed int8 quantization"):
+        backend.check(Settings(precision="int8"))

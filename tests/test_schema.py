@@ -216,6 +216,30 @@ def test_default_name_says_what_the_profile_is(gpu_fingerprint) -> None:
     assert default_name(profile) == "nvidia-h100-80gb-hbm3-1t-fake-fp16"
 
 
+def test_an_int8_profile_keeps_its_method_in_name_label_and_file(tmp_path: Path, gpu_fingerprint) -> None:
+    profile = measured_profile(replace(gpu_fingerprint, gpus=()), on_file_grid)
+    profile.settings = Settings(threads=1, precision="int8", quantization="static")
+    assert default_name(profile).endswith("-1t-fake-int8-static") and "int8-static" in profile.label
+    save_profile(profile, tmp_path / "p.json")
+    assert json.loads((tmp_path / "p.json").read_text())["settings"]["quantization"] == "static"
+    assert load_profile(tmp_path / "p.json").settings == profile.settings
+    profile.settings = Settings(threads=1, precision="f32")
+    save_profile(profile, tmp_path / "f.json")
+    assert "quantization" not in json.loads((tmp_path / "f.json").read_text())["settings"], "float files unchanged"
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"precision": "int8", "quantization": "sometimes"}, "settings.quantization' must be one of dynamic, static"),
+    ({"precision": "int8"}, "settings.quantization' must be one of dynamic, static, got ''"),
+    ({"precision": "f32", "quantization": "static"}, "settings.quantization' applies to int8 only"),
+])
+def test_a_quantization_that_does_not_fit_the_precision_is_refused(tmp_path: Path, valid, settings, needle) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({**valid, "settings": {"threads": 1, "device": "cpu", **settings}}))
+    with pytest.raises(LatlabError, match=re.escape(needle)):
+        load_profile(path)
+
+
 @pytest.mark.parametrize(("model", "flags", "name"), [
     ("AMD EPYC", ("avx2", "fma"), "amd-epyc-avx2"),
     ("AMD EPYC", ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"), "amd-epyc-avx512bf16"),

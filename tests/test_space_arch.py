@@ -276,3 +276,13 @@ def test_an_architecture_counts_its_weights_as_the_whole_model_holds_them() -> N
     arch = Architecture(hidden=128, heads=(2, 4), ffn=(256, 512), seq_len=32, labels=3, vocab=500)
     assert arch.parameters == parameter_count(build_model(arch)[0])
     assert arch.weight_mb("bf16") == pytest.approx(arch.weight_mb("f32") / 2) == pytest.approx(arch.parameters * 2e-6)
+
+
+def test_int8_weights_are_the_linear_matrices_at_one_byte_and_the_rest_at_four() -> None:
+    """What a deployment stores after int8: the quantized modules' int8 matrices; biases, norms, embeddings float."""
+    import torch
+
+    arch = Architecture(hidden=64, heads=(2, 4, 2), ffn=(128, 256, 128), seq_len=16, labels=2, vocab=300)
+    linear = sum(m.weight.numel() for m in build_model(arch)[0].modules() if isinstance(m, torch.nn.Linear))
+    assert arch.weight_mb("int8") == pytest.approx((linear + 4 * (arch.parameters - linear)) / 1e6)
+    assert arch.weight_mb("int8") < arch.weight_mb("bf16")
