@@ -113,7 +113,7 @@ def compare_command(a_path: str, b_path: str, png_path: str | None, as_json: boo
 def transfer(source_path: str, backend_name: str, threads: int, precision: str, quantization: str | None,
              device: str | None, budget: int, space_path: str | None, min_seconds: float | None, out: str, force: bool) -> None:
     """A profile for this machine and setting from a few measured blocks and a profile measured elsewhere."""
-    from latlab.transfer import plan_references, run_transfer
+    from latlab.transfer import plan_references, run_transfer, source_latencies, transfer_protocol
 
     source = load_complete_profile(source_path)
     if space_path is not None and load_space(space_path) != source.space:
@@ -122,16 +122,19 @@ def transfer(source_path: str, backend_name: str, threads: int, precision: str, 
     backend = load_backend(backend_name)
     settings = backend.settings(threads, precision, device, quantization)
     check_output_files({"--out": out}, {"--from": source_path, "--space": space_path})
-    references = plan_references(source, budget)  # a budget too small is refused before anything is timed
+    protocol = transfer_protocol(source.protocol)  # layers priced inside models, even from a source of layers alone
+    if min_seconds is not None:
+        protocol = replace(protocol, min_seconds=min_seconds)
+    # a budget too small is refused before anything is timed
+    references = plan_references(source_latencies(source, protocol.model_depth), budget)
     refuse_unless_forced([thread_problem(threads), memory_problem(references, "the reference blocks")], force)
-    protocol = source.protocol if min_seconds is None else replace(source.protocol, min_seconds=min_seconds)
     started = time.monotonic()
     err.print(f"Timing {len(references)} reference blocks on {backend.name} ({settings.numerics}, "
               f"{settings.threads} thread(s)) to transfer {source_path} ({source.label})", highlight=False)
     with locked(out), progress_bar() as report:
         result = run_transfer(source, source_path, backend, settings, references, protocol, report)
         save_profile(result, out)
-    fits = ", ".join(f"{kind} x{math.exp(f['log_ratio']):.3g} slope {f['slope']:+.2f} (±{f['spread_pct']:.1f}%)"
+    fits = ", ".join(f"{kind} x{math.exp(f['log_ratio']):.3g} (±{f['spread_pct']:.1f}%)"
                      for kind, f in result.transfer["fit"].items())
     click.echo(f"wrote {out}: {len(references)} blocks measured, {len(result.entries) - len(references)} "
                f"estimated, in {time.monotonic() - started:.0f} s; fit {fits}")

@@ -19,9 +19,10 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     space            latlab.space.SearchSpace
     entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
-    transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu, measured:
-                     [block keys timed here], fit: {kind: {factor, exponent, blocks, spread_pct}}, residuals_pct:
-                     {block key: measured vs fit}}; every other entry is an estimate with a single sample
+    transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu,
+                     source_model_depth, measured: [block keys timed here], fit: {kind: {log_ratio, blocks, spread_pct,
+                     terms: {feature: {center, coefficient}}}} (latlab.transfer.KindFit), residuals_pct: {block key:
+                     measured vs fit}}; every other entry is an estimate with a single sample
 """
 
 from __future__ import annotations
