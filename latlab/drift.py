@@ -62,7 +62,9 @@ def time_with_references(profile: Profile, backend: Backend, items: dict[str, tu
     with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted".
     ``every_block`` also re-times every block the architectures are priced from (``validate --same-run``)."""
     references = reference_blocks(archs, profile)
-    blocks = used_blocks(archs, profile.protocol.model_depth) if every_block else references
+    # references are among the used blocks, except for models at lengths the profile did not measure
+    blocks = list(dict.fromkeys([*used_blocks(archs, profile.protocol.model_depth), *references])) if every_block \
+        else references
     runners = prepare_all(backend, {**items, **{block.key: build_block(block)
                                                 for block in blocks}}, profile.settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n), report=report)

@@ -55,8 +55,8 @@ def test_every_block_is_counted_in_both_stages() -> None:
 
 def printed(stderr: str) -> dict[str, tuple[int, float]]:
     """The estimate's lines: stage -> (blocks, seconds)."""
-    return {m[1]: (int(m[2]), float(m[3])) for m in re.finditer(r"^  (prepare|measure) +(\d+) blocks +about +([\d.]+) s",
-                                                                stderr, re.MULTILINE)}
+    lines = re.finditer(r"^  (prepare|measure) +(\d+) blocks +about +([\d.]+) s", stderr, re.MULTILINE)
+    return {m[1]: (int(m[2]), float(m[3])) for m in lines}
 
 
 def test_profile_prints_the_estimate_and_resume_estimates_what_is_left(cli, fake_plugin, tmp_path) -> None:

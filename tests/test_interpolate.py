@@ -210,11 +210,15 @@ def grid_profile(cli, fake_plugin, tmp_path: Path) -> Path:
 
 def test_validate_at_unmeasured_lengths_measures_the_interpolation(cli, grid_profile, tmp_path) -> None:
     """The fake latency is linear in tokens, a form the fit holds exactly: the whole pipeline (profile at 16 and
-    48, interpolated prices, models built and measured at 24, 32, 40) must agree to the rounding."""
+    48, interpolated prices, models built and measured at 24, 32, 40) must agree to the rounding. The drift
+    references come from measured lengths, and ``--same-run`` re-times blocks at the models' own lengths."""
     report = tmp_path / "v.json"
-    result = cli("validate", "--profile", grid_profile, "--archs", "6", "--seq-len", "24,32,40", "--json", report)
+    result = cli("validate", "--profile", grid_profile, "--archs", "6", "--seq-len", "24,32,40", "--json", report,
+                 "--same-run")
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
+    assert data["same_run"]["mape_pct"] < 0.01  # same run: blocks re-timed at the models' own lengths
+    assert {key.split("/")[2] for key in data["same_run_blocks_ms"]} >= {"s24", "s32", "s40"}
     assert [a["arch"]["seq_len"] for a in data["archs"]] == [24, 32, 40] * 2
     assert all(a["estimated"] for a in data["archs"]) and data["mape_pct"] < 0.01
     assert set(data["by_seq_len"]) == {"24", "32", "40"}
