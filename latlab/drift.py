@@ -29,6 +29,7 @@ def reference_blocks(archs: list[Architecture], profile: Profile, count: int = 3
 
 
 def nearest_measured(arch: Architecture, profile: Profile) -> Architecture:
+    """``arch`` at the measured seq_len and batch closest to its own (the shorter of two equally close)."""
     space = profile.space
     return replace(arch, seq_len=min(space.seq_len, key=lambda n: (abs(n - arch.seq_len), n)),
                    batch=min(space.batch, key=lambda n: (abs(n - arch.batch), n)))
