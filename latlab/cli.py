@@ -16,9 +16,11 @@ from latlab.accuracy import error_pct
 from latlab.architecture import load_architecture
 from latlab.atomic import write_bytes, write_json
 from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
+from latlab.blocks import overhead_block
 from latlab.compare import compare_profiles, render_plot
 from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
+from latlab.estimate import ProfileEstimate, estimate_profile
 from latlab.fingerprint import read_fingerprint
 from latlab.limits import memory_problem, thread_problem
 from latlab.lock import locked
@@ -180,7 +182,7 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
             device: str | None, out: str | None,
             resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int, force: bool) -> None:
     """Measure every block of a space on one backend and write a device profile."""
-    from latlab.profiling import continue_profile, new_profile, open_profile
+    from latlab.profiling import continue_profile, new_profile, open_profile, remaining
 
     backend = load_backend(backend_name)
     settings = backend.settings(threads, precision, device, quantization)
@@ -196,13 +198,38 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     started = time.monotonic()
     with locked(out):  # a second profiler, or a second --resume, of the same file is refused while this one runs
         opened = open_profile(backend, settings, space, protocol, Path(out), resume)
+        todo = remaining(opened)
         err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on "
-                  f"{backend.name} ({settings.numerics}, {settings.threads} thread(s)) -> {out}", highlight=False)
+                  f"{backend.name} ({settings.numerics}, {settings.threads} thread(s)) -> {out}"
+                  + (f"; resuming: {len(todo)} left to measure" if opened.entries else ""), highlight=False)
+        say_estimate(estimate_profile(todo, backend.name, settings, protocol))
         with progress_bar() as report:
             result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
     click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
                + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
+
+
+def lengths(text: str | None) -> tuple[int, ...]:
+    """``--seq-len 48,96,192``: positive whole numbers, each once, in the order given."""
+    if text is None:
+        return ()
+    try:
+        values = tuple(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: give positive whole numbers separated by commas, e.g. 48,96,192")
+    return values
+
+
+def say_estimate(estimate: ProfileEstimate) -> None:
+    """Before a long run: per stage, how many blocks and about how long, and what the figure rests on."""
+    for stage in estimate.stages:
+        err.print(f"  {stage.name:<8} {stage.blocks:>5} blocks  about {stage.seconds:6.0f} s  ({stage.basis})",
+                  highlight=False)
+    err.print(f"  {'total':<8} {'':>5}         about {estimate.seconds / 60:6.1f} min, more if unstable blocks are "
+              "measured again; the progress bars below refine it as blocks finish", highlight=False)
 
 
 def refuse_unless_forced(problems: list[str | None], force: bool) -> None:
@@ -218,26 +245,37 @@ def refuse_unless_forced(problems: list[str | None], force: bool) -> None:
 @click.option("--arch", "arch_path", required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--force", is_flag=True, help="Price from an interrupted (incomplete) profile anyway.")
-def predict_command(profile_path: str, arch_path: str, as_json: bool, force: bool) -> None:
+@click.option("--exact", is_flag=True, help="Refuse a batch or seq_len the profile did not measure, instead of "
+                                            "interpolating between the measured ones.")
+def predict_command(profile_path: str, arch_path: str, as_json: bool, force: bool, exact: bool) -> None:
     """Predict a whole model's latency from a profile, with the per-block breakdown."""
     loaded = load_profile(profile_path)
     refuse_unless_forced([incomplete_problem(loaded, profile_path)], force)
     arch = load_architecture(arch_path, defaults=loaded.space.arch_defaults())
-    loaded.space.check_contains(arch)
+    loaded.space.check_contains(arch, interpolate=not exact)
     check_same_machine(loaded, profile_path, force=True)
-    result = predict(arch, LatencyTable.from_profile(loaded))
+    result = predict(arch, LatencyTable.from_profile(loaded), interpolate=not exact)
+    overhead_key = overhead_block(arch.batch, arch.seq_len).key
     if as_json:
         click.echo(json.dumps({"profile": profile_path, "arch": arch.to_json(), "total_ms": result.total_ms,
                                "overhead_ms": result.overhead_ms, "parameters": arch.parameters,
                                "weight_mb": round(arch.weight_mb(loaded.settings.precision), 3),
-                               "parts": [{"block": k, "net_ms": ms} for k, ms in result.parts]}, indent=1))
+                               "estimated": bool(result.estimated),
+                               "between": [{"batch": b, "seq_len": s} for b, s in result.between],
+                               "overhead_estimated": overhead_key in result.estimated,
+                               "parts": [{"block": k, "net_ms": ms, "estimated": k in result.estimated}
+                                         for k, ms in result.parts]}, indent=1))
         return
     click.echo(f"{result.total_ms:.3f} ms per call (batch {arch.batch}, seq_len {arch.seq_len}) on {loaded.label}")
+    if result.estimated:
+        shapes = ", ".join(f"b{b}/s{s}" for b, s in result.between)
+        click.echo(f"  estimate: this shape was not measured; the parts marked (estimate) are interpolated between "
+                   f"the measured shapes {shapes} (--exact refuses instead)")
     click.echo(f"  weights: {arch.parameters / 1e6:.2f} M parameters, {arch.weight_mb(loaded.settings.precision):.1f} MB "
                f"at {loaded.settings.numerics}")
-    click.echo(f"  {'overhead':<40} {result.overhead_ms:8.3f} ms")
-    for key, ms in result.parts:
-        click.echo(f"  {key:<40} {ms:8.3f} ms")
+    for key, ms in [(overhead_key, result.overhead_ms), *result.parts]:
+        label = "overhead" if key == overhead_key else key
+        click.echo(f"  {label:<40} {ms:8.3f} ms" + ("  (estimate)" if key in result.estimated else ""))
 
 
 @main.command()
@@ -252,32 +290,40 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
 @click.option("--same-run", is_flag=True,
               help="Also re-time every block the models use, in the same rounds, and report the lookup table's own "
                    "error, free of drift (about twice the time).")
+@click.option("--seq-len", "seq_lens", callback=lambda ctx, param, value: lengths(value), default=None,
+              metavar="N,N,...", help="Validate at these sequence lengths, in turn, instead of the space's: lengths "
+                                      "between measured ones are priced by interpolation.")
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
-             min_seconds: float | None, force: bool, same_run: bool) -> None:
+             min_seconds: float | None, force: bool, same_run: bool, seq_lens: tuple[int, ...]) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
     from latlab.validate import plot, run_validation, sample_architectures, validation_json
 
     check_output_files({"--json": json_path, "--plot": plot_path}, {"--profile": profile_path})
     loaded, backend = profile_to_measure_with(profile_path, force)
-    models = [b for arch in sample_architectures(loaded, count, seed) for b in arch.blocks()]
+    models = [b for arch in sample_architectures(loaded, count, seed, seq_lens) for b in arch.blocks()]
     refuse_unless_forced([thread_problem(loaded.settings.threads),
                           memory_problem(models, f"validating {count} models of space {loaded.space.name!r}")], force)
     protocol = loaded.protocol
     if min_seconds is not None:
         protocol = replace(protocol, min_seconds=min_seconds)
     with progress_bar() as report:
-        validation = run_validation(loaded, backend, count, seed, protocol, report, same_run)
+        validation = run_validation(loaded, backend, count, seed, protocol, report, same_run, seq_lens)
     accuracy = validation.accuracy
     for row in validation.rows:
         layers = ",".join(f"{a}/{f}" for a, f in zip(row.arch.heads, row.arch.ffn))
         same = (f"  same run {error_pct(row.same_run_predicted_ms, row.measured.median_ms):+6.1f}%"
                 if row.same_run_predicted_ms is not None else "")
-        click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} [{layers}]".ljust(60)
+        click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} s{row.arch.seq_len:<4} [{layers}]".ljust(60)
                    + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
-                   f"{row.error_pct:+6.1f}%" + same + ("  (unstable)" if row.unstable else ""))
+                   f"{row.error_pct:+6.1f}%" + same + ("  (estimate)" if row.estimated else "")
+                   + ("  (unstable)" if row.unstable else ""))
     click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, mean error {accuracy.mean_error_pct:+.2f}%, "
                f"within ±5% {accuracy.within_5pct:.0%}, within ±10% {accuracy.within_10pct:.0%}, "
                f"Spearman {accuracy.spearman:.3f} ({count} archs)")
+    for length, part in validation.by_seq_len().items() if seq_lens else ():
+        interpolated = "interpolated" if length not in loaded.space.seq_len else "measured length"
+        click.echo(f"  seq_len {length} ({interpolated}): MAPE {part.mape_pct:.2f}%, mean error "
+                   f"{part.mean_error_pct:+.2f}%, within ±10% {part.within_10pct:.0%}")
     if validation.same_run is not None:
         arithmetic = validation.same_run
         click.echo(f"same run (blocks re-timed with the models, no drift): MAPE {arithmetic.mape_pct:.2f}%, "

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latlab.backend import Backend
 from latlab.errors import LatlabError
@@ -33,8 +33,10 @@ class Group(click.Group):
 
 @contextmanager
 def progress_bar() -> Iterator[Report]:
-    """A rich progress bar on stderr; one task per stage (prepare, measure)."""
-    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    """A rich progress bar on stderr; one task per stage (prepare, warm-up, measure, re-measure), each with its
+    elapsed time and the time left at the pace of the items done so far."""
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         tasks: dict[str, Any] = {}
 

@@ -4,7 +4,7 @@ Reference blocks from the profile, re-timed in the same rounds as the models bei
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,11 +20,19 @@ from latlab.stats import LatencyStats
 
 def reference_blocks(archs: list[Architecture], profile: Profile, count: int = 3) -> list[Block]:
     """The profiled blocks that price the measured models' layers, those used most first (the cheaper one of
-    equals first), re-timed alongside the models to expose drift."""
-    usage = Counter(b for a in archs for b in priced_blocks(a, profile.protocol.model_depth)
+    equals first), re-timed alongside the models to expose drift. A model at a length or batch the profile did not
+    measure counts at the nearest measured one."""
+    usage = Counter(b for a in archs for b in priced_blocks(nearest_measured(a, profile), profile.protocol.model_depth)
                     if b.kind in (LAYER, MODEL) and b.key in profile.entries)
     ranked = sorted(usage, key=lambda b: (-usage[b], b.layers))
     return ranked[:count]
+
+
+def nearest_measured(arch: Architecture, profile: Profile) -> Architecture:
+    """``arch`` at the measured seq_len and batch closest to its own (the shorter of two equally close)."""
+    space = profile.space
+    return replace(arch, seq_len=min(space.seq_len, key=lambda n: (abs(n - arch.seq_len), n)),
+                   batch=min(space.batch, key=lambda n: (abs(n - arch.batch), n)))
 
 
 def drift_corrected_ms(measured_ms: float, drift_pct: float) -> float:
@@ -55,10 +63,12 @@ def time_with_references(profile: Profile, backend: Backend, items: dict[str, tu
     with the profile's settings: one measurement answers both "how fast" and "how far has the machine drifted".
     ``every_block`` also re-times every block the architectures are priced from (``validate --same-run``)."""
     references = reference_blocks(archs, profile)
-    blocks = used_blocks(archs, profile.protocol.model_depth) if every_block else references
+    # references are among the used blocks, except for models at lengths the profile did not measure
+    blocks = list(dict.fromkeys([*used_blocks(archs, profile.protocol.model_depth), *references])) if every_block \
+        else references
     runners = prepare_all(backend, {**items, **{block.key: build_block(block)
                                                 for block in blocks}}, profile.settings, report)
-    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
+    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n), report=report)
     return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
                        reference_drift_pct(results, profile, references), {b: results[b.key] for b in blocks})
 

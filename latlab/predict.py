@@ -14,6 +14,10 @@ whole models of 1 and D layers (``protocol.model_depth``), and prices:
 
 A uniform model of 1 or D layers is therefore priced at its own measurement; other depths and mixed stacks are
 read off the same entries, layer by layer. Profiles with ``model_depth == 0`` price every layer alone.
+
+A batch and seq_len the profile did not measure are priced only on request (``predict(..., interpolate=True)``):
+each of those costs is estimated between the shapes it was measured at (``latlab.interpolate``), and the
+prediction says which parts are estimates. ``predict_ms`` and ``predict_many`` price measured shapes only.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from functools import cached_property
 import numpy as np
 
 from latlab.architecture import Architecture
-from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, OVERHEAD, Block, embeddings_block, head_block, in_models
+from latlab.blocks import (EMBEDDINGS, HEAD, LAYER, MODEL, OVERHEAD, Block, embeddings_block, head_block, in_models,
+                           overhead_block)
 from latlab.errors import LatlabError
+from latlab.interpolate import ATTENTION, LINEAR, Estimate, Shape, interpolate
 from latlab.profile import Profile
 
 
@@ -69,8 +75,38 @@ class LatencyTable:
         return Grid.of(self)
 
     def missing(self, block: Block) -> LatlabError:
+        hint = ("; its batch and seq_len lie between measured ones: predict(..., interpolate=True) (latlab predict "
+                "without --exact) estimates it" if self.between_shapes(block.batch, block.seq_len) else "")
         return LatlabError(f"the profile has no entry for block {block.key}: it lies outside the measured grid of "
-                           f"space {self.space_name!r}; profile a space that contains it")
+                           f"space {self.space_name!r}; profile a space that contains it{hint}")
+
+    def between_shapes(self, batch: int, seq_len: int) -> bool:
+        """Not a measured shape (the profile times an overhead per shape), but inside the measured range."""
+        batches, lengths = {b for b, _ in self.overhead_ms}, {s for _, s in self.overhead_ms}
+        return ((batch, seq_len) not in self.overhead_ms and bool(batches)
+                and min(batches) <= batch <= max(batches) and min(lengths) <= seq_len <= max(lengths))
+
+    @cached_property
+    def by_shape(self) -> dict[tuple[str, Block], dict[Shape, float]]:
+        """Each cost apart from its shape, (which, block with batch and seq_len 0) -> {(batch, seq_len): ms}, for
+        ``estimate``. ``which`` is the table the cost is read from: overhead, ends, first or next."""
+        found: dict[tuple[str, Block], dict[Shape, float]] = {}
+        tables = {"ends": self.ends_ms, "first": self.first_ms, "next": self.next_ms,
+                  "overhead": {overhead_block(b, s): ms for (b, s), ms in self.overhead_ms.items()}}
+        for which, costs in tables.items():
+            for block, ms in costs.items():
+                found.setdefault((which, block._replace(batch=0, seq_len=0)), {})[block.batch, block.seq_len] = ms
+        return found
+
+    def estimate(self, which: str, block: Block) -> Estimate:
+        """The cost ``which`` of ``block`` at its shape, interpolated between the shapes it was measured at."""
+        points = self.by_shape.get((which, block._replace(batch=0, seq_len=0)))
+        if not points:
+            raise self.missing(block)
+        try:
+            return interpolate(points, block.batch, block.seq_len, ATTENTION if block.kind == LAYER else LINEAR)
+        except LatlabError as exc:
+            raise LatlabError(f"block {block.key}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -78,6 +114,9 @@ class Prediction:
     total_ms: float
     overhead_ms: float
     parts: tuple[tuple[str, float], ...]  # (block key, net ms) in model order
+    # The keys of the parts (and of the overhead) interpolated, not read off a measurement; empty at a measured shape.
+    estimated: frozenset[str] = frozenset()
+    between: tuple[Shape, ...] = ()  # the measured (batch, seq_len) the estimates stand between
 
 
 def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
@@ -119,10 +158,30 @@ def predict_ms(arch: Architecture, table: LatencyTable) -> float:
     return _overhead(arch, table) + total
 
 
-def predict(arch: Architecture, table: LatencyTable) -> Prediction:
-    """Total and per-block breakdown, for reports."""
-    overhead, costs = _overhead(arch, table), _costs(arch, table)
+def predict(arch: Architecture, table: LatencyTable, interpolate: bool = False) -> Prediction:
+    """Total and per-block breakdown, for reports. With ``interpolate``, a batch and seq_len between measured ones
+    is estimated (a measured shape is priced as without it); beyond them it is refused all the same."""
+    if interpolate and table.between_shapes(arch.batch, arch.seq_len):
+        return _estimated(arch, table)
+    costs = _costs(arch, table)  # first, so that a shape it lacks is named by the same block as in predict_ms
+    overhead = _overhead(arch, table)
     return Prediction(overhead + sum(ms for _, ms in costs), overhead, tuple((b.key, ms) for b, ms in costs))
+
+
+def _estimated(arch: Architecture, table: LatencyTable) -> Prediction:
+    """Every cost of ``arch`` interpolated at its shape: the same sum as ``_costs``, from estimates."""
+    embeddings, first, *further, head = arch.blocks()
+    overhead = overhead_block(arch.batch, arch.seq_len)
+    wanted = [("ends", embeddings), ("first", first), *(("next", b) for b in further), ("ends", head)]
+    estimates: dict[tuple[str, Block], Estimate] = {}
+    for which, block in [("overhead", overhead), *wanted]:
+        if (which, block) not in estimates:  # a layer repeated in the stack is fitted once
+            estimates[which, block] = table.estimate(which, block)
+    parts = tuple((block.key, estimates[which, block].ms) for which, block in wanted)
+    overhead_ms = estimates["overhead", overhead].ms
+    return Prediction(overhead_ms + sum(ms for _, ms in parts), overhead_ms, parts,
+                      frozenset([overhead.key, *(key for key, _ in parts)]),
+                      tuple(sorted({shape for e in estimates.values() for shape in e.corners})))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,14 @@ def needs_measuring(profile: Profile, block: Block) -> bool:
     return not profile.complete and entry.stats.round_cv_pct > profile.protocol.max_round_cv_pct
 
 
+def remaining(profile: Profile) -> list[tuple[Block, int]]:
+    """Each block still to measure, with the rounds it lacks (a full pass for one whose re-measurement was cut)."""
+    rounds = profile.protocol.rounds
+    todo = [b for b in profile.space.blocks(profile.protocol.model_depth) if needs_measuring(profile, b)]
+    lacking = {b: rounds - len(profile.entries[b.key].rounds_ms) if b.key in profile.entries else rounds for b in todo}
+    return [(b, lacking[b] if lacking[b] > 0 else rounds) for b in todo]
+
+
 def run_profile(
     backend: Backend,
     settings: Settings,
@@ -83,7 +91,7 @@ def continue_profile(backend: Backend, profile: Profile, out: Path, report: Repo
     settings, protocol = profile.settings, profile.protocol
     blocks: list[Block] = profile.space.blocks(protocol.model_depth)
     done: dict[str, Rounds] = {k: e.rounds_ms for k, e in profile.entries.items()}
-    todo = [b for b in blocks if needs_measuring(profile, b)]
+    todo = [b for b, _ in remaining(profile)]
     if todo:
         runners = prepare_all(backend, {b.key: build_block(b) for b in todo}, settings, report)
         profile.applied = next(iter(runners.values())).applied
@@ -95,7 +103,7 @@ def continue_profile(backend: Backend, profile: Profile, out: Path, report: Repo
             save_profile(profile, out)
             report("measure", index, total)
 
-        results, unstable = measure(runners, protocol, {b.key: done.get(b.key, []) for b in todo}, checkpoint)
+        results, unstable = measure(runners, protocol, {b.key: done.get(b.key, []) for b in todo}, checkpoint, report)
         for key, rounds in results.items():
             profile.entries[key] = Entry(by_key[key], rounds, unstable=key in unstable)
     profile.complete = True

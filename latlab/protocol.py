@@ -89,15 +89,20 @@ def interleave(
     protocol: Protocol,
     done: Mapping[str, Rounds] | None = None,
     on_round: Callable[[int, int, dict[str, Rounds]], None] | None = None,
+    report: Report = quiet,
 ) -> dict[str, Rounds]:
     """Time every runner in shuffled rounds until each has ``protocol.rounds`` rounds of samples.
 
     ``done`` holds rounds already measured (a resumed run): those items only get their missing rounds.
-    ``on_round(round_index, total_rounds, results)`` is called after each round, e.g. to checkpoint.
+    ``on_round(round_index, total_rounds, results)`` is called after each round, e.g. to checkpoint;
+    ``report("warm-up", done, total)`` after each item's warm-up.
     """
     results: dict[str, Rounds] = {key: [list(r) for r in (done or {}).get(key, [])] for key in runners}
     pending = [key for key in runners if len(results[key]) < protocol.rounds]
-    bursts = {key: burst_size(warm_up(runners[key], protocol), protocol) for key in pending}
+    bursts = {}
+    for index, key in enumerate(pending):
+        bursts[key] = burst_size(warm_up(runners[key], protocol), protocol)
+        report("warm-up", index + 1, len(pending))
     rng = random.Random(protocol.seed + sum(len(r) for r in results.values()))
     total = max((protocol.rounds - len(results[k]) for k in pending), default=0)
     for index in range(total):
@@ -116,17 +121,20 @@ def measure(
     protocol: Protocol,
     done: Mapping[str, Rounds] | None = None,
     on_round: Callable[[int, int, dict[str, Rounds]], None] | None = None,
+    report: Report = quiet,
 ) -> tuple[dict[str, Rounds], set[str]]:
     """Interleaved measurement, then re-measurement of items whose round medians spread too much.
 
-    Returns the rounds per item and the keys that stayed unstable after ``remeasure_tries``.
+    Returns the rounds per item and the keys that stayed unstable after ``remeasure_tries``. ``report`` hears
+    the warm-ups and each round of a re-measurement (stage "re-measure"); ``on_round`` the first pass's rounds.
     """
-    results = interleave(runners, protocol, done, on_round)
+    results = interleave(runners, protocol, done, on_round, report)
     for _ in range(protocol.remeasure_tries):
         shaky = [k for k in results if LatencyStats.from_rounds(results[k]).round_cv_pct > protocol.max_round_cv_pct]
         if not shaky:
             break
-        again = interleave({k: runners[k] for k in shaky}, protocol)
+        again = interleave({k: runners[k] for k in shaky}, protocol,
+                           on_round=lambda index, total, _: report("re-measure", index, total))
         for key in shaky:
             if LatencyStats.from_rounds(again[key]).round_cv_pct < LatencyStats.from_rounds(results[key]).round_cv_pct:
                 results[key] = again[key]

@@ -66,16 +66,23 @@ class SearchSpace:
             vocab=self.vocab,
         )
 
-    def check_contains(self, arch: Architecture) -> None:
-        """Explain the first value of ``arch`` that lies outside this space."""
-        checks = [("hidden", arch.hidden, self.hidden), ("layers", arch.layers, self.layers),
-                  ("seq_len", arch.seq_len, self.seq_len), ("batch", arch.batch, self.batch)]
+    def check_contains(self, arch: Architecture, interpolate: bool = False) -> None:
+        """Explain the first value of ``arch`` that lies outside this space. With ``interpolate``, seq_len and batch
+        need only lie within the measured range (``predict(..., interpolate=True)`` estimates between them)."""
+        checks = [("hidden", arch.hidden, self.hidden), ("layers", arch.layers, self.layers)]
+        shape = [("seq_len", arch.seq_len, self.seq_len), ("batch", arch.batch, self.batch)]
+        checks += [] if interpolate else shape
         checks += [(f"layer {i} heads", a, self.heads) for i, a in enumerate(arch.heads)]
         checks += [(f"layer {i} ffn", f, self.ffn) for i, f in enumerate(arch.ffn)]
         for field, value, allowed in checks:
             if value not in allowed:
                 raise LatlabError(f"architecture {field} = {value} is outside space {self.name!r} "
                                   f"(allowed: {list(allowed)})")
+        for field, value, allowed in shape if interpolate else []:
+            if not allowed[0] <= value <= allowed[-1]:
+                measured = f"{allowed[0]}..{allowed[-1]}" if len(allowed) > 1 else f"only {allowed[0]}"
+                raise LatlabError(f"architecture {field} = {value} is outside space {self.name!r} (measured "
+                                  f"{measured}; latlab interpolates between measured values, never beyond)")
 
     def arch_defaults(self) -> dict[str, int]:
         """What an architecture file may leave out: labels, vocab, and seq_len/batch when the space has one."""

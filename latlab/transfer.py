@@ -236,7 +236,7 @@ def run_transfer(source: Profile, source_path: str, backend: Backend, settings: 
     """Time ``references`` (``plan_references``) here with ``protocol`` (``transfer_protocol``), interleaved as a
     profile is, then transfer."""
     runners = prepare_all(backend, {b.key: build_block(b) for b in references}, settings, report)
-    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n))
+    results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n), report=report)
     measured = {b: Entry(b, results[b.key], unstable=b.key in unstable) for b in references}
     target = new_profile(backend, settings, source.space, protocol)
     target.applied = next(iter(runners.values())).applied

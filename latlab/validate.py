@@ -14,7 +14,8 @@ from latlab.backend import Backend
 from latlab.blocks import Block
 from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.modules import build_model
-from latlab.predict import LatencyTable, predict_ms
+from latlab.errors import LatlabError
+from latlab.predict import LatencyTable, predict
 from latlab.profile import Entry, Profile, settings_json
 from latlab.protocol import Protocol, Report, Rounds, quiet
 from latlab.stats import LatencyStats
@@ -27,15 +28,27 @@ class ArchResult:
     measured: LatencyStats
     unstable: bool
     same_run_predicted_ms: float | None = None  # the same arithmetic on blocks re-timed in the same rounds
+    estimated: bool = False  # priced between measured shapes (latlab.interpolate), not from its own shape
 
     @property
     def error_pct(self) -> float:
         return error_pct(self.predicted_ms, self.measured.median_ms)
 
 
-def sample_architectures(profile: Profile, count: int, seed: int) -> list[Architecture]:
+def sample_architectures(profile: Profile, count: int, seed: int, seq_lens: tuple[int, ...] = ()) -> list[Architecture]:
+    """Random architectures of the profile's space; with ``seq_lens``, at those lengths in turn instead of the
+    space's (lengths it did not measure are priced by interpolation), each refused in one line if out of range."""
     rng = random.Random(seed)
-    return [profile.space.sample(rng) for _ in range(count)]
+    archs = [profile.space.sample(rng) for _ in range(count)]
+    if not seq_lens:
+        return archs
+    archs = [replace(a, seq_len=seq_lens[i % len(seq_lens)]) for i, a in enumerate(archs)]
+    for arch in archs:
+        try:
+            profile.space.check_contains(arch, interpolate=True)
+        except LatlabError as exc:
+            raise LatlabError(f"--seq-len {arch.seq_len}: {exc}") from None
+    return archs
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,12 @@ class Validation:
     # errors of that size come from the machine's state, not from the profile's arithmetic. None: no reference.
     drift_pct: float | None
     same_run_blocks_ms: dict[str, float] | None = None  # with --same-run: each re-timed block's median, by key
+
+    def by_seq_len(self) -> dict[int, Accuracy]:
+        """The accuracy at each sequence length validated, shortest first."""
+        lengths = sorted({r.arch.seq_len for r in self.rows})
+        return {n: Accuracy.of([r.predicted_ms for r in self.rows if r.arch.seq_len == n],
+                               [r.measured.median_ms for r in self.rows if r.arch.seq_len == n]) for n in lengths}
 
     @cached_property
     def same_run(self) -> Accuracy | None:
@@ -77,21 +96,25 @@ def run_validation(
     protocol: Protocol | None = None,
     report: Report = quiet,
     same_run: bool = False,
+    seq_lens: tuple[int, ...] = (),
 ) -> Validation:
     """Measure ``count`` random whole models with the profile's own settings and protocol, interleaved.
-    ``same_run`` re-times every block they use in the same rounds and prices them from those too."""
+    ``same_run`` re-times every block they use in the same rounds and prices them from those too; ``seq_lens``
+    validates at those lengths (see ``sample_architectures``): a same-run price there reads blocks timed at the
+    model's own length, so it is what a profile measured at that length would predict, interpolation left out."""
     protocol = protocol or profile.protocol
     table = LatencyTable.from_profile(profile)
-    archs = sample_architectures(profile, count, seed)
-    predicted = [predict_ms(a, table) for a in archs]
+    archs = sample_architectures(profile, count, seed, seq_lens)
+    predictions = [predict(a, table, interpolate=True) for a in archs]
     timed = time_with_references(profile, backend, {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)},
                                  archs, protocol, report, every_block=same_run)
     now = same_run_table(profile, timed.blocks) if same_run else None
-    rows = [ArchResult(a, p, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
-                       predict_ms(a, now) if now else None)
-            for i, (a, p) in enumerate(zip(archs, predicted))]
+    rows = [ArchResult(a, p.total_ms, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
+                       predict(a, now).total_ms if now else None, bool(p.estimated))
+            for i, (a, p) in enumerate(zip(archs, predictions))]
     blocks_ms = {b.key: LatencyStats.from_rounds(r).median_ms for b, r in timed.blocks.items()} if same_run else None
-    return Validation(rows, Accuracy.of(predicted, [r.measured.median_ms for r in rows]), timed.drift_pct, blocks_ms)
+    return Validation(rows, Accuracy.of([r.predicted_ms for r in rows], [r.measured.median_ms for r in rows]),
+                      timed.drift_pct, blocks_ms)
 
 
 def rounded(value: float | None, digits: int) -> float | None:
@@ -120,6 +143,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "mean_error_pct": round(accuracy.mean_error_pct, 3),
         "drift_corrected": corrected and corrected.to_json(),
         "same_run": validation.same_run and validation.same_run.to_json(),
+        "by_seq_len": {str(n): a.to_json() for n, a in validation.by_seq_len().items()},
         # the block medians the same-run prices come from: any other pricing rule can be checked against them
         "same_run_blocks_ms": validation.same_run_blocks_ms and {k: round(ms, 4) for k, ms in
                                                                  validation.same_run_blocks_ms.items()},
@@ -131,6 +155,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
                 "measured_p90_ms": round(r.measured.p90_ms, 4),
                 "error_pct": round(r.error_pct, 2),
                 "same_run_predicted_ms": rounded(r.same_run_predicted_ms, 4),
+                "estimated": r.estimated,
                 "unstable": r.unstable,
             }
             for r in validation.rows

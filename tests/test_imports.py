@@ -24,7 +24,8 @@ def loaded_after(code: str) -> set[str]:
 
 
 def test_the_prediction_path_loads_no_torch_and_no_runtime() -> None:
-    modules = "blocks, architecture, space, profile, predict, machine, fingerprint, registry, backend"
+    modules = ("blocks, architecture, space, profile, predict, interpolate, estimate, machine, fingerprint, registry, "
+               "backend")
     assert not loaded_after(f"from latlab import {modules}") & set(HEAVY)
 
 

@@ -259,7 +259,7 @@ def test_architecture_file_takes_what_it_leaves_out_from_the_space(tmp_path: Pat
 def test_a_shipped_space_is_found_by_name_and_a_wrong_name_lists_them(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # package data: found from any working directory
     assert load_space("tiny") == load_space(TINY_SPACE)
-    with pytest.raises(LatlabError, match="shipped spaces: bert-base-students, minilm-students, tiny"):
+    with pytest.raises(LatlabError, match="shipped spaces: bert-base-students, minilm-students, seq-grid, tiny"):
         load_space("tinyy")
 
 
