@@ -41,7 +41,7 @@ from latlab.errors import LatlabError
 from latlab.fields import finite, refuse, short, typed, boolean, whole
 from latlab.fingerprint import Fingerprint
 from latlab.protocol import Protocol, Rounds
-from latlab.space import SearchSpace
+from latlab.space import DEFAULT_SPACE, SearchSpace
 from latlab.stats import LatencyStats
 
 SCHEMA_VERSION = 4
@@ -252,7 +252,8 @@ def software_versions() -> dict[str, str]:
 
 def default_name(profile: Profile) -> str:
     """Named for what it is: device, instruction-set level (CPU kinds that share a model name differ in it),
-    threads, backend, precision; e.g. ``amd-epyc-avx2-1t-onnxruntime-f32``."""
+    threads, backend, precision, and the space unless it is the default; e.g. ``amd-epyc-avx2-1t-onnxruntime-f32``,
+    ``intel-xeon-amx-1t-onnxruntime-f32-seq-grid``."""
     if profile.settings.device == "cuda" and profile.fingerprint.gpus:
         device = profile.fingerprint.gpus[0].name
     else:
@@ -260,4 +261,6 @@ def default_name(profile: Profile) -> str:
     for noise in ("(r)", "(tm)", " processor", " cpu"):  # trademark marks and filler words say nothing
         device = device.lower().replace(noise, " ")
     slug = "-".join("".join(c if c.isalnum() else " " for c in device).split())
-    return f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.numerics}"
+    name = f"{slug}-{profile.settings.threads}t-{profile.backend}-{profile.settings.numerics}"
+    # another space's profile must not land on (and be refused as) the default space's file
+    return name if profile.space.name == DEFAULT_SPACE.stem else f"{name}-{profile.space.name}"

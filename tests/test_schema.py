@@ -211,15 +211,17 @@ def test_default_name_says_what_the_profile_is(gpu_fingerprint) -> None:
     profile = measured_profile(gpu_fingerprint, on_file_grid)
     cpu_name = default_name(profile)
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", cpu_name)
-    assert cpu_name == "amd-epyc-9r14-avx512-2t-fake-bf16"
+    assert cpu_name == "amd-epyc-9r14-avx512-2t-fake-bf16-tiny", "a profile of another space than the default says which"
     profile.settings = Settings(threads=1, precision="fp16", device="cuda")
+    assert default_name(profile) == "nvidia-h100-80gb-hbm3-1t-fake-fp16-tiny"
+    profile.space = load_space()
     assert default_name(profile) == "nvidia-h100-80gb-hbm3-1t-fake-fp16"
 
 
 def test_an_int8_profile_keeps_its_method_in_name_label_and_file(tmp_path: Path, gpu_fingerprint) -> None:
     profile = measured_profile(replace(gpu_fingerprint, gpus=()), on_file_grid)
     profile.settings = Settings(threads=1, precision="int8", quantization="static")
-    assert default_name(profile).endswith("-1t-fake-int8-static") and "int8-static" in profile.label
+    assert default_name(profile).endswith("-1t-fake-int8-static-tiny") and "int8-static" in profile.label
     save_profile(profile, tmp_path / "p.json")
     assert json.loads((tmp_path / "p.json").read_text())["settings"]["quantization"] == "static"
     assert load_profile(tmp_path / "p.json").settings == profile.settings
@@ -250,7 +252,7 @@ def test_profiles_of_two_machine_kinds_get_different_names(gpu_fingerprint, mode
     """Both machine kinds report "AMD EPYC": only the instruction-set level keeps their profiles apart."""
     profile = measured_profile(replace(gpu_fingerprint, cpu_model=model, cpu_flags=flags, gpus=()), on_file_grid)
     profile.settings = Settings(threads=1, precision="f32")
-    assert default_name(profile) == f"{name}-1t-fake-f32"
+    assert default_name(profile) == f"{name}-1t-fake-f32-tiny"
 
 
 def test_a_different_machine_kind_is_named_first(gpu_fingerprint) -> None:
