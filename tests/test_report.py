@@ -33,7 +33,7 @@ def record(median: float, p90: float, anchor: float | None = 0.5, **identity: ob
     if anchor is not None:
         anchor_stats = stats(anchor, anchor * 1.2)
         relative = {s: getattr(fields["stats"], f"{s}_ms") / getattr(anchor_stats, f"{s}_ms") for s in STATS}
-        fields.update(anchor=anchor_stats, anchor_name="numpy-f32-matmul-v1", relative=relative)
+        fields.update(anchor=anchor_stats, anchor_name="numpy-f32-matmul-v2", relative=relative)
     return BenchRecord(**fields)
 
 
