@@ -211,21 +211,22 @@ class Latency:
         return record
 
     def _against_baseline(self, record: BenchRecord) -> list[Verdict]:
-        """The --latlab-fail gates against the run loaded by --benchmark-compare (settings checked first)."""
-        baseline = self.state.baseline
+        """The --latlab-fail gates against the baseline loaded by --latlab-baseline or --benchmark-compare (settings
+        checked first)."""
+        baseline, source = self.state.baseline, self.state.baseline_source
         if baseline is None:
             if self.state.gates:
-                raise LatlabError("--latlab-fail needs a saved baseline, but --benchmark-compare loaded no latlab "
-                                  "run (see pytest-benchmark's warning; check --benchmark-storage)")
+                raise LatlabError("--latlab-fail needs a saved baseline, but no latlab run was loaded (see "
+                                  "pytest-benchmark's warning; check --benchmark-storage)")
             return []
-        base = baseline.get(self.benchmark.fullname)
-        if base is None:
+        bases = baseline.get(self.benchmark.fullname)
+        if not bases:
             if self.state.gates:
-                self.warn(f"{self.benchmark.fullname}: not in the compared run; no baseline, so --latlab-fail was "
-                          "not applied")
+                self.warn(f"{self.benchmark.fullname}: not in {source}; no baseline, so --latlab-fail was not applied")
             return []
-        self._compared_with("the compared run", record.setting_differences(base, "the compared run"))
-        return [judge_saved(g, base, record) for g in self.state.gates]
+        differences = (line for base in bases for line in record.setting_differences(base, source))
+        self._compared_with(source, list(dict.fromkeys(differences)))
+        return [judge_saved(g, bases, record) for g in self.state.gates]
 
     def _compared_with(self, source: str, problems: list[str]) -> None:
         if problems:
