@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from itertools import permutations
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,8 @@ import torch._dynamo  # noqa: F401
 from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
 from latlab.fingerprint import Fingerprint, read_fingerprint
 from latlab.regression.anchor import relative_to_anchor
-from latlab.regression.fixture import plan_rounds, stats_of
+from latlab.backend import Runner
+from latlab.regression.fixture import MODEL, Companions, plan_rounds, stats_of
 from latlab.profile import save_profile
 from latlab.space import SearchSpace
 
@@ -87,6 +90,29 @@ def test_relative_to_anchor_ignores_the_machine_slowing_down_mid_run() -> None:
 ])
 def test_plan_rounds(round_ms: float, seconds: float, smoke: bool, expected: tuple[int, int]) -> None:
     assert plan_rounds(round_ms, seconds, smoke) == expected
+
+
+class Logged(Runner):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def run(self) -> None:
+        self.log.append(self.name)
+
+
+def test_rounds_cycle_through_every_order() -> None:
+    """Six rounds time model, reference and anchor in each of their six orders, one sample per companion a round:
+    no side is always first after pytest-benchmark's own work, or always last."""
+    log: list[str] = []
+    companions = Companions({name: Logged(name, log) for name in ("reference", "anchor")}, lambda: time.perf_counter)
+    for _ in range(6):
+        companions.before()
+        log.append(MODEL)
+        companions.after()
+    rounds = [tuple(log[i:i + 3]) for i in range(0, 18, 3)]
+    assert sorted(rounds) == sorted(permutations((MODEL, "reference", "anchor")))
+    assert {key: len(samples) for key, samples in companions.samples.items()} == {"reference": 6, "anchor": 6}
 
 
 def saved_runs(pytester: pytest.Pytester) -> list[Path]:

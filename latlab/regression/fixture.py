@@ -6,8 +6,8 @@ Each timed round calls the model once (``runner.run``, which synchronises the de
 with the same timer, before or after it in pytest-benchmark's untimed ``setup`` and ``teardown``: the A/B
 reference, and on CPU the calibration anchor (``latlab.regression.anchor``). The rounds cycle through every order
 of model and companions, because on a loaded machine the position in a round matters (whatever runs first after
-the process was switched out meets cold caches): measured with the model always last, one process of unchanged
-code timed it 4% faster than an identical reference, round for round. Gates against a saved run compare latency
+the process was switched out meets cold caches): measured with the model always last, a process of unchanged
+code timed it up to 6% faster than an identical reference, round for round. Gates against a saved run compare latency
 relative to the anchor; the A/B ratio needs no anchor, both sides share every round.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import permutations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from itertools import permutations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
