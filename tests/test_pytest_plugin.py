@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from itertools import permutations
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,8 @@ import torch._dynamo  # noqa: F401
 from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
 from latlab.fingerprint import Fingerprint, read_fingerprint
 from latlab.regression.anchor import relative_to_anchor
-from latlab.regression.fixture import plan_rounds, stats_of
+from latlab.backend import Runner
+from latlab.regression.fixture import MODEL, Companions, plan_rounds, stats_of
 from latlab.profile import save_profile
 from latlab.space import SearchSpace
 
@@ -89,6 +92,29 @@ def test_plan_rounds(round_ms: float, seconds: float, smoke: bool, expected: tup
     assert plan_rounds(round_ms, seconds, smoke) == expected
 
 
+class Logged(Runner):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def run(self) -> None:
+        self.log.append(self.name)
+
+
+def test_rounds_cycle_through_every_order() -> None:
+    """Six rounds time model, reference and anchor in each of their six orders, one sample per companion a round:
+    no side is always first after pytest-benchmark's own work, or always last."""
+    log: list[str] = []
+    companions = Companions({name: Logged(name, log) for name in ("reference", "anchor")}, lambda: time.perf_counter)
+    for _ in range(6):
+        companions.before()
+        log.append(MODEL)
+        companions.after()
+    rounds = [tuple(log[i:i + 3]) for i in range(0, 18, 3)]
+    assert sorted(rounds) == sorted(permutations((MODEL, "reference", "anchor")))
+    assert {key: len(samples) for key, samples in companions.samples.items()} == {"reference": 6, "anchor": 6}
+
+
 def saved_runs(pytester: pytest.Pytester) -> list[Path]:
     return sorted(pytester.path.glob(".benchmarks/*/*.json"))
 
@@ -154,7 +180,38 @@ def test_bad_gate_expression_is_a_usage_error(user_project: pytest.Pytester, exp
 def test_gate_without_baseline_is_a_usage_error(user_project: pytest.Pytester) -> None:
     result = quick(user_project, "--latlab-fail=p90:10%")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--latlab-fail compares with a saved run: add --benchmark-compare*"])
+    result.stderr.fnmatch_lines(["*--latlab-fail compares with a saved baseline: add --latlab-baseline=NAME*"])
+
+
+def test_baseline_saved_by_several_runs(user_project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three runs saved as 'base' (and one as 'other') are one baseline of three processes: the verdict says so,
+    prints its interval and fails a model that does four times the work."""
+    only = ("-k", "test_model and not ab")
+    for name in ("base", "base", "other", "base"):
+        quick(user_project, f"--benchmark-save={name}", *only).assert_outcomes(passed=1)
+    gate = ("--latlab-baseline=base", "--benchmark-json=run.json", *only)
+    same = quick(user_project, "--latlab-fail=median:1000%", *gate)
+    same.assert_outcomes(passed=1)
+    same.stdout.fnmatch_lines(["latlab: --latlab-fail median:1000% against baseline 'base' (3 saved runs)"])
+    (bench,) = json.loads((user_project.path / "run.json").read_text())["benchmarks"]
+    (verdict,) = bench["extra_info"]["latlab"]["verdicts"]
+    assert verdict["baseline_processes"] == 3 and verdict["interval_pct"] and not verdict["note"]
+    monkeypatch.setenv("LATLAB_E2E_WORK", "4.0")
+    slower = quick(user_project, "--latlab-fail=median:50%", *gate)
+    slower.assert_outcomes(failed=1)
+    slower.stdout.fnmatch_lines(["*FAIL median * ms vs baseline * ms (3 processes): +*%, 95% CI +*% to +*%, "
+                                 "drift-corrected (limit +50%)*"])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ((), "*--latlab-baseline=base: no run saved as 'base' under *; save the baseline with --benchmark-save=base*"),
+    (("--benchmark-compare",), "*--latlab-baseline and --benchmark-compare both name a baseline: keep one*"),
+])
+def test_latlab_baseline_usage_errors(user_project: pytest.Pytester, extra: tuple[str, ...], message: str) -> None:
+    quick(user_project, "--benchmark-save=other").assert_outcomes(passed=2)
+    result = quick(user_project, "--latlab-baseline=base", "--latlab-fail=median:5%", *extra)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
 
 
 def test_gate_with_unreadable_baseline_fails_the_tests(user_project: pytest.Pytester) -> None:
@@ -322,7 +379,8 @@ GATES = ("--benchmark-compare=0001", "--latlab-fail=p90:10%")
 
 def assert_both_gates_failed(result: pytest.RunResult) -> None:
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*FAIL p90 * ms vs baseline * ms: +*%, drift-corrected (limit +10%)*"])
+    result.stdout.fnmatch_lines(["*FAIL p90 * ms vs baseline * ms: +*%, 95% CI +*, drift-corrected (limit +10%; one "
+                                 "baseline process: the interval covers the noise within the two runs*"])
     result.stdout.fnmatch_lines(["*FAIL p90 * ms vs reference * ms: +*% (limit +10%)*"])
 
 

@@ -33,7 +33,7 @@ def record(median: float, p90: float, anchor: float | None = 0.5, **identity: ob
     if anchor is not None:
         anchor_stats = stats(anchor, anchor * 1.2)
         relative = {s: getattr(fields["stats"], f"{s}_ms") / getattr(anchor_stats, f"{s}_ms") for s in STATS}
-        fields.update(anchor=anchor_stats, anchor_name="numpy-f32-matmul-v1", relative=relative)
+        fields.update(anchor=anchor_stats, anchor_name="numpy-f32-matmul-v2", relative=relative)
     return BenchRecord(**fields)
 
 
@@ -91,7 +91,7 @@ def test_comparison_gates_each_benchmark(tmp_path: Path) -> None:
     # The machine is 30% slower in the current run; A also does 25% more work, B is unchanged.
     current = load_run(saved(tmp_path / "now.json", {A: record(16.25, 19.5, anchor=0.65),
                                                      B: record(6.5, 7.8, anchor=0.65)}))
-    comparison = compare_runs(base, current, parse_gates("p90:10%"))
+    comparison = compare_runs([base], current, parse_gates("p90:10%"))
     assert [row.name for row in comparison.failed] == [A]
     row_a, row_b = comparison.rows
     assert row_a.change("p90") == pytest.approx(25.0) and row_b.change("p90") == pytest.approx(0.0)
@@ -109,7 +109,7 @@ def test_comparison_gates_each_benchmark(tmp_path: Path) -> None:
 def test_without_anchors_the_change_is_raw(tmp_path: Path) -> None:
     base = load_run(saved(tmp_path / "base.json", {A: record(10.0, 12.0, anchor=None)}))
     current = load_run(saved(tmp_path / "now.json", {A: record(11.0, 12.6)}))
-    (row,) = compare_runs(base, current, parse_gates("p90:10%")).rows
+    (row,) = compare_runs([base], current, parse_gates("p90:10%")).rows
     assert row.change("p90") == pytest.approx(5.0) and row.machine_change() is None and not row.failed
 
 
@@ -118,19 +118,19 @@ def test_other_hardware_or_runtime_is_noted_or_refused(tmp_path: Path) -> None:
     base = load_run(saved(tmp_path / "base.json", {A: record(10.0, 12.0)}, fingerprint=other,))
     current = load_run(saved(tmp_path / "now.json", {A: record(10.0, 12.0, runtime_version="1.32.0")},
                              plain=("test_suite.py::test_plain",)))
-    notes = compare_runs(base, current, parse_gates("p90:10%")).notes
+    notes = compare_runs([base], current, parse_gates("p90:10%")).notes
     assert any("cpu_model: AMD EPYC here vs Intel Xeon in baseline" in n for n in notes)
     assert any(f"{A}: runtime_version: 1.32.0 here vs 1.31.1 in baseline" in n for n in notes)
     assert any("not timed by latlab's latency fixture, not compared: test_suite.py::test_plain" in n for n in notes)
     with pytest.raises(LatlabError, match="other hardware, runtime or settings.*--strict-device"):
-        compare_runs(base, current, parse_gates("p90:10%"), strict_device=True)
+        compare_runs([base], current, parse_gates("p90:10%"), strict_device=True)
 
 
 def test_runs_without_common_benchmarks_are_refused(tmp_path: Path) -> None:
     base = load_run(saved(tmp_path / "base.json", {A: record(10.0, 12.0)}))
     current = load_run(saved(tmp_path / "now.json", {B: record(10.0, 12.0)}))
     with pytest.raises(LatlabError, match="no latlab benchmark in common"):
-        compare_runs(base, current, parse_gates("p90:10%"))
+        compare_runs([base], current, parse_gates("p90:10%"))
 
 
 def test_malformed_record_names_file_and_benchmark() -> None:
@@ -206,3 +206,25 @@ def test_report_cli_names_a_saved_statistic_that_is_not_a_number(tmp_path: Path,
     data["benchmarks"][0]["extra_info"]["latlab"]["median_ms"] = "x"
     now.write_text(json.dumps(data))
     user_error(cli("report", base, now), str(now), A)
+
+
+def test_report_cli_baseline_saved_by_several_runs(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch,
+                                                   user_error) -> None:
+    """``--baseline NAME`` takes every run saved as NAME, compared through their centre (geometric mean), against
+    the latest other run; the same runs given as BASELINE... CURRENT give the same table."""
+    storage = tmp_path / ".benchmarks" / "Linux-CPython-3.11-64bit"
+    bases = [saved(storage / f"000{n}_base.json", {A: record(m, m * 1.2)}) for n, m in ((1, 9.0), (2, 10.0), (4, 11.0))]
+    saved(storage / "0003_other.json", {A: record(99.0, 99.0)})
+    now = saved(storage / "0005_now.json", {A: record(12.0, 14.4)})
+    monkeypatch.chdir(tmp_path)
+    named = cli("report", "--baseline", "base", "--fail", "median:15%")
+    assert named.exit_code == 1, named.output
+    center = (9.0 * 10.0 * 11.0) ** (1 / 3)
+    row = f"| `{A}` | onnxruntime | {center:.3f} → 12.000 | {(12 / center - 1) * 100:+.1f}% |"
+    assert row in named.stdout and "- baseline: 3 runs, one process each: " in named.stdout
+    assert "0005_now.json" in named.stdout and "0003_other" not in named.stdout
+    given = cli("report", *bases, now, "--fail", "median:15%")
+    assert given.exit_code == 1 and row in given.stdout
+    assert cli("report", *bases, now, "--fail", "median:25%").exit_code == 0
+    user_error(cli("report", "--baseline", "nothing"), "--baseline nothing: no run saved as 'nothing'")
+    user_error(cli("report", "--baseline", "base", bases[0], now), "pass at most one run, CURRENT, got 2")

@@ -4,6 +4,11 @@ Pure NumPy and seeded, so a verdict can be recomputed from a saved run and gives
 The resampling follows how the samples were taken: a sample and its companion timed in the same round (the
 anchor, or the A/B reference) are resampled together, and the rounds of each block of consecutive rounds are
 resampled within their block, so the interval describes the estimator the gates use and nothing else.
+
+A baseline saved from several processes is compared through its processes' centre (geometric mean), and the
+interval is a hierarchical bootstrap: the baseline's processes are resampled, then the rounds within each. Two
+processes of unchanged code differ by more than their rounds say (memory layout, core, neighbours), so with a
+single baseline process the interval leaves that out; with several it widens by as much as they disagree.
 """
 
 from __future__ import annotations
@@ -88,14 +93,28 @@ class Interval:
     high: float
 
 
-def ratio_interval(current: Series, baseline: Series | None, stat: str, confidence: float,
+def process_center(values: np.ndarray) -> np.ndarray:
+    """The centre of several processes' estimates (last axis): their geometric mean, as ratios are compared; one
+    process's own estimate exactly, so that a baseline saved once gives the verdicts it always gave."""
+    if values.shape[-1] == 1:
+        return values[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero or NaN estimate gives a NaN verdict: a failure
+        return np.exp(np.mean(np.log(values), axis=-1))
+
+
+def ratio_interval(current: Series, baselines: Sequence[Series], stat: str, confidence: float,
                    seed: int = 0) -> Interval:
-    """``stat`` of ``current`` over that of ``baseline``, two independent measurements; or, with no baseline,
-    ``current`` alone, already a ratio to its companion (A/B)."""
+    """``stat`` of ``current`` over the centre of the baseline processes' (``process_center``), each resample
+    drawing the baseline's processes with replacement and then the rounds of each; with no baseline, ``current``
+    alone, already a ratio to its companion (A/B). One baseline process: a plain two-sample bootstrap."""
     rng = np.random.default_rng(seed)
     ratio, spread = estimate(current, stat), resampled(current, stat, rng)
-    if baseline is not None:
-        ratio, spread = ratio / estimate(baseline, stat), spread / resampled(baseline, stat, rng)
+    if baselines:
+        estimates = np.array([estimate(series, stat) for series in baselines])
+        replicates = np.stack([resampled(series, stat, rng) for series in baselines], axis=-1)  # resamples x processes
+        drawn = rng.integers(0, len(baselines), replicates.shape)
+        ratio = ratio / float(process_center(estimates))
+        spread = spread / process_center(np.take_along_axis(replicates, drawn, axis=-1))
     tail = (1 - confidence) / 2 * 100
     with np.errstate(invalid="ignore"):
         low, high = np.percentile(spread, [tail, 100 - tail])

@@ -56,7 +56,8 @@ class Verdict:
     change_pct: float
     drift_corrected: bool  # change measured relative to the calibration anchor of each run
     interval_pct: tuple[float, float] | None = None  # CONFIDENCE interval of the change; None: point comparison
-    note: str = ""  # why a comparison that should have had an interval has none
+    note: str = ""  # what the interval leaves out, or why a comparison that should have had one has none
+    processes: int = 0  # saved baseline: how many processes saved it (their centre is ``baseline_ms``)
 
     @property
     def failed(self) -> bool:
@@ -75,15 +76,18 @@ class Verdict:
         how = ", drift-corrected" if self.drift_corrected else ""
         state = "FAIL" if self.failed else "ok"
         note = f"; {self.note}" if self.note else ""
-        return (f"{state} {self.gate.stat} {self.current_ms:.3f} ms vs {self.against} {self.baseline_ms:.3f} ms: "
-                f"{self.change_pct:+.1f}%{', ' if self.interval_pct else ''}{self.interval_text()}{how} (limit +{self.gate.limit_pct:g}%{note})")
+        over = f" ({self.processes} processes)" if self.processes > 1 else ""
+        return (f"{state} {self.gate.stat} {self.current_ms:.3f} ms vs {self.against} {self.baseline_ms:.3f} ms{over}: "
+                f"{self.change_pct:+.1f}%{', ' if self.interval_pct else ''}{self.interval_text()}{how} "
+                f"(limit +{self.gate.limit_pct:g}%{note})")
 
     def to_json(self) -> dict[str, Any]:
         interval = [round(value, 3) for value in self.interval_pct] if self.interval_pct else None
         return {"gate": str(self.gate), "against": self.against, "baseline_ms": round(self.baseline_ms, 5),
                 "current_ms": round(self.current_ms, 5), "change_pct": round(self.change_pct, 3),
                 "interval_pct": interval, "confidence": CONFIDENCE if interval else None,
-                "drift_corrected": self.drift_corrected, "failed": self.failed, "note": self.note}
+                "drift_corrected": self.drift_corrected, "failed": self.failed, "note": self.note,
+                "baseline_processes": self.processes}
 
 
 def change_pct(baseline: float, current: float) -> float:
@@ -93,10 +97,11 @@ def change_pct(baseline: float, current: float) -> float:
 
 def judge(gate: Gate, against: str, baseline_ms: float, current_ms: float,
           corrected: tuple[float, float] | None = None, interval: tuple[float, float] | None = None,
-          note: str = "") -> Verdict:
+          note: str = "", processes: int = 0) -> Verdict:
     """The change of the gated statistic: from the raw latencies, or from ``corrected`` (baseline, current) values,
     the latencies relative to a calibration anchor timed in the same rounds, which cancel the machine getting
     faster or slower between the two runs. ``interval``: the CONFIDENCE interval of the ratio current/baseline."""
     change = change_pct(*corrected) if corrected else change_pct(baseline_ms, current_ms)
     interval_pct = (change_pct(1.0, interval[0]), change_pct(1.0, interval[1])) if interval else None
-    return Verdict(gate, against, baseline_ms, current_ms, change, corrected is not None, interval_pct, note)
+    return Verdict(gate, against, baseline_ms, current_ms, change, corrected is not None, interval_pct, note,
+                   processes)

@@ -1,22 +1,26 @@
-"""``latlab report``'s substance: compare two saved pytest-benchmark runs benchmark by benchmark and render the
-result as a Markdown table and a PNG chart. No file is read or written here: ``latlab.regression.cli`` does
-that."""
+"""``latlab report``'s substance: compare a saved pytest-benchmark run with a baseline saved by one run or several,
+benchmark by benchmark, and render the result as a Markdown table and a PNG chart. No file is read or written
+here: ``latlab.regression.cli`` does that."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from latlab.errors import LatlabError
-from latlab.regression.compare import judge_saved
+from latlab.regression.compare import anchored, judge_saved, saved_values
+from latlab.regression.confidence import process_center
 from latlab.regression.gates import Gate, Verdict, change_pct
-from latlab.regression.runs import BenchRecord, SavedRun, hardware_problems
+from latlab.regression.runs import BenchRecord, SavedRun, by_test, hardware_problems
 
 
 @dataclass(frozen=True)
 class Row:
     name: str  # pytest node id
-    baseline: BenchRecord
+    baselines: tuple[BenchRecord, ...]  # one per baseline run (process) that timed this test
     current: BenchRecord
     verdicts: tuple[Verdict, ...]
 
@@ -25,23 +29,25 @@ class Row:
         return any(v.failed for v in self.verdicts)
 
     def change(self, stat: str) -> float:
-        """Drift-corrected percent change of ``stat`` when both runs timed the same anchor, raw otherwise."""
-        corrected = self.current.corrected(self.baseline, stat)
-        if corrected:
-            return change_pct(*corrected)
-        return change_pct(getattr(self.baseline.stats, f"{stat}_ms"), getattr(self.current.stats, f"{stat}_ms"))
+        """Drift-corrected percent change of ``stat`` when all runs timed the same anchor, raw otherwise; against
+        the centre of the baseline's processes."""
+        return change_pct(*saved_values(self.baselines, self.current, stat, anchored(self.baselines, self.current)))
+
+    def baseline_ms(self, stat: str) -> float:
+        return saved_values(self.baselines, self.current, stat, relative=False)[0]
 
     def machine_change(self) -> float | None:
         """How much the calibration anchor itself moved between the runs: the drift that was corrected."""
-        base, now = self.baseline.anchor, self.current.anchor
-        if not (base and now and self.current.corrected(self.baseline, "median")):
+        anchors = [record.anchor for record in (*self.baselines, self.current)]
+        if not anchored(self.baselines, self.current) or any(anchor is None for anchor in anchors):
             return None
-        return change_pct(base.median_ms, now.median_ms)
+        medians = np.array([anchor.median_ms for anchor in anchors if anchor])
+        return change_pct(float(process_center(medians[:-1])), float(medians[-1]))
 
 
 @dataclass(frozen=True)
 class Comparison:
-    baseline: SavedRun
+    baselines: tuple[SavedRun, ...]  # one run per process
     current: SavedRun
     gates: tuple[Gate, ...]
     rows: tuple[Row, ...]
@@ -52,28 +58,36 @@ class Comparison:
         return tuple(row for row in self.rows if row.failed)
 
 
-def compare_runs(baseline: SavedRun, current: SavedRun, gates: tuple[Gate, ...],
+def compare_runs(baselines: Sequence[SavedRun], current: SavedRun, gates: tuple[Gate, ...],
                  strict_device: bool = False) -> Comparison:
-    common = [name for name in current.records if name in baseline.records]
+    """``current`` against a baseline saved by one run or several (each one process), benchmark by benchmark."""
+    known = by_test(baselines)
+    common = [name for name in current.records if name in known]
     if not common:
-        raise LatlabError(f"{baseline.path} ({len(baseline.records)} latlab benchmarks) and {current.path} "
-                          f"({len(current.records)}) have no latlab benchmark in common; compare two runs of the "
+        raise LatlabError(f"{_paths(baselines)} ({len(known)} latlab benchmarks) and {current.path} "
+                          f"({len(current.records)}) have no latlab benchmark in common; compare runs of the "
                           "same suite")
-    device = hardware_problems(baseline, current.fingerprint, baseline.uses_gpu or current.uses_gpu)
+    device = list(dict.fromkeys(line for run in baselines for line in hardware_problems(
+        run, current.fingerprint, run.uses_gpu or current.uses_gpu)))
     rows = []
     for name in common:
-        base, cur = baseline.records[name], current.records[name]
-        device += [f"{name}: {line}" for line in cur.setting_differences(base, "baseline")]
-        rows.append(Row(name, base, cur, tuple(judge_saved(g, base, cur) for g in gates)))
+        bases, cur = known[name], current.records[name]
+        device += list(dict.fromkeys(f"{name}: {line}" for base in bases
+                                     for line in cur.setting_differences(base, "baseline")))
+        rows.append(Row(name, bases, cur, tuple(judge_saved(g, bases, cur) for g in gates)))
     if device and strict_device:
         raise LatlabError(f"{current.path} was measured on other hardware, runtime or settings than "
-                          f"{baseline.path}: {'; '.join(device)} (--strict-device)")
+                          f"{_paths(baselines)}: {'; '.join(device)} (--strict-device)")
     notes = [f"measured differently, the comparison may not hold: {line}" for line in device]
-    notes += [f"only in the baseline, not compared: {n}" for n in baseline.records if n not in current.records]
-    notes += [f"only in the current run, not compared: {n}" for n in current.records if n not in baseline.records]
+    notes += [f"only in the baseline, not compared: {n}" for n in known if n not in current.records]
+    notes += [f"only in the current run, not compared: {n}" for n in current.records if n not in known]
     notes += [f"not timed by latlab's latency fixture, not compared: {n}" for n in current.plain]
     notes += sorted({v.note for row in rows for v in row.verdicts if v.note})
-    return Comparison(baseline, current, gates, tuple(rows), tuple(notes))
+    return Comparison(tuple(baselines), current, gates, tuple(rows), tuple(notes))
+
+
+def _paths(runs: Sequence[SavedRun]) -> str:
+    return ", ".join(run.path for run in runs)
 
 
 def _ms(value: float) -> str:
@@ -93,6 +107,12 @@ def verdict_text(row: Row) -> str:
     return "ok" if row.verdicts else "-"
 
 
+def _baseline_line(runs: Sequence[SavedRun]) -> str:
+    if len(runs) == 1:
+        return f"- baseline: `{runs[0].path}` ({runs[0].datetime})"
+    return f"- baseline: {len(runs)} runs, one process each: {', '.join(f'`{run.path}`' for run in runs)}"
+
+
 def render_markdown(comparison: Comparison) -> str:
     failed = comparison.failed
     gates = ", ".join(str(g) for g in comparison.gates) or "none"
@@ -101,23 +121,25 @@ def render_markdown(comparison: Comparison) -> str:
     lines = [
         "# Latency regression report",
         "",
-        f"- baseline: `{comparison.baseline.path}` ({comparison.baseline.datetime})",
+        _baseline_line(comparison.baselines),
         f"- current: `{comparison.current.path}` ({comparison.current.datetime})",
         f"- gates: {gates}; result: {result}",
         "",
-        "Changes are drift-corrected where both runs timed latlab's calibration anchor in the same rounds: they "
+        "Changes are drift-corrected where all runs timed latlab's calibration anchor in the same rounds: they "
         "compare each latency relative to the anchor, block by block of consecutive rounds, so the machine getting "
         "faster or slower cancels. *machine* is how much the anchor itself moved. Latencies are in ms per call, "
         "with each run's own timer. A gate fails when the whole confidence interval of the change (bootstrap over "
-        "the saved rounds) lies above its limit.",
+        "the saved rounds) lies above its limit. A baseline saved by several runs is compared through the centre "
+        "of its processes (geometric mean), and its interval also resamples those processes.",
         "",
         "| benchmark | backend | median base → now | Δ median | p90 base → now | Δ p90 | machine | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison.rows:
-        b, c = row.baseline.stats, row.current.stats
-        cells = [f"`{row.name}`", row.current.backend, f"{_ms(b.median_ms)} → {_ms(c.median_ms)}",
-                 _pct(row.change("median")), f"{_ms(b.p90_ms)} → {_ms(c.p90_ms)}", _pct(row.change("p90")),
+        c = row.current.stats
+        cells = [f"`{row.name}`", row.current.backend,
+                 f"{_ms(row.baseline_ms('median'))} → {_ms(c.median_ms)}", _pct(row.change("median")),
+                 f"{_ms(row.baseline_ms('p90'))} → {_ms(c.p90_ms)}", _pct(row.change("p90")),
                  _pct(row.machine_change()), verdict_text(row)]
         lines.append(f"| {' | '.join(cells)} |")
     if comparison.notes:

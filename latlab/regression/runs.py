@@ -19,6 +19,7 @@ Runs saved before samples were stored are read all the same; their gates compare
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -72,12 +73,6 @@ class BenchRecord:
         the hardware is ``Fingerprint.differences``'s (``hardware_problems``)."""
         return [f"{key}: {getattr(self, key)} here vs {getattr(baseline, key)} in {where}"
                 for key in IDENTITY if getattr(self, key) != getattr(baseline, key)]
-
-    def corrected(self, baseline: BenchRecord, stat: str) -> tuple[float, float] | None:
-        """``stat`` relative to the anchor in ``baseline`` and here, when both runs timed the same anchor."""
-        if not (self.relative and baseline.relative and self.anchor_name == baseline.anchor_name):
-            return None
-        return baseline.relative[stat], self.relative[stat]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {**self.identity(), "model": self.model, **self.stats.to_json()}
@@ -184,6 +179,26 @@ def load_run(path: str | Path) -> SavedRun:
     return parse_run(read_json(path, "saved run", "save one with pytest --benchmark-autosave"), str(path))
 
 
-def find_runs(storage: str | Path) -> list[Path]:
-    """Saved runs under pytest-benchmark's storage folder, oldest first (by their NNNN_ counter)."""
-    return sorted(Path(storage).glob("*/[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: (p.name, str(p.parent)))
+def by_test(runs: Sequence[SavedRun]) -> dict[str, tuple[BenchRecord, ...]]:
+    """Each test's records across ``runs``, one per run that timed it: a baseline saved from several processes."""
+    found: dict[str, list[BenchRecord]] = {}
+    for run in runs:
+        for name, record in run.records.items():
+            found.setdefault(name, []).append(record)
+    return {name: tuple(records) for name, records in found.items()}
+
+
+def storage_folder(storage: str) -> Path:
+    """pytest-benchmark's ``--benchmark-storage`` (``file://`` prefix optional) as a folder."""
+    path = storage.removeprefix("file://")
+    if "://" in path:
+        raise LatlabError(f"--benchmark-storage {storage}: latlab reads saved runs from a folder, not from "
+                          "another storage; pass a folder")
+    return Path(path)
+
+
+def find_runs(storage: str | Path, name: str | None = None) -> list[Path]:
+    """Saved runs under pytest-benchmark's storage folder, oldest first (by their NNNN_ counter); with ``name``,
+    only those saved as ``--benchmark-save=NAME``."""
+    pattern = f"[0-9][0-9][0-9][0-9]_{glob.escape(name) if name else '*'}.json"
+    return sorted(Path(storage).glob(f"*/{pattern}"), key=lambda p: (p.name, str(p.parent)))

@@ -18,7 +18,9 @@ class SessionState:
     strict_device: bool
     seconds: float
     smoke: bool
-    baseline: dict[str, BenchRecord] | None = None  # latlab records of the compared run, by test node id
+    baseline: dict[str, tuple[BenchRecord, ...]] | None = None  # latlab records of the baseline by test node id,
+    # one per saved run (process): --benchmark-compare loads one, --latlab-baseline every run saved under its name
+    baseline_source: str = "the compared run"  # how verdicts and warnings name the baseline
     fingerprint_json: dict[str, Any] | None = field(default=None, repr=False)
 
     def fingerprint(self) -> dict[str, Any]:
