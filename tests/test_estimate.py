@@ -8,7 +8,7 @@ import re
 import pytest
 
 from latlab.backend import Settings
-from latlab.blocks import Block, layer_block, overhead_block
+from latlab.blocks import layer_block, overhead_block
 from latlab.estimate import PREPARE_S, estimate_profile, guess_ms, measure_seconds
 from latlab.profile import load_profile
 from latlab.profiling import remaining, run_profile

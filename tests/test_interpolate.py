@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from latlab.architecture import Architecture
-from latlab.blocks import EMBEDDINGS, HEAD, MODEL, OVERHEAD, Block, embeddings_block, head_block, overhead_block
+from latlab.blocks import EMBEDDINGS, HEAD, MODEL, OVERHEAD, Block, overhead_block
 from latlab.errors import LatlabError
 from latlab.interpolate import ATTENTION, LINEAR, interpolate
 from latlab.predict import Architectures, LatencyTable, Prediction, predict, predict_many, predict_ms

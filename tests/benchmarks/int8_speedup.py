@@ -11,7 +11,6 @@ depend on the weights' values.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 
@@ -51,7 +50,7 @@ def main() -> None:
             runners.update(prepare_all(backend, items, settings, quiet))
     rounds, unstable = measure(runners, protocol)
     stats = {key: LatencyStats.from_rounds(r) for key, r in rounds.items()}
-    print(f"| model | backend | precision | median ms | round spread | f32 / this |\n|---|---|---|---|---|---|")
+    print("| model | backend | precision | median ms | round spread | f32 / this |\n|---|---|---|---|---|---|")
     for key, stat in stats.items():
         model, backend, numerics = key.split("|")
         ratio = stats[f"{model}|{backend}|f32"].median_ms / stat.median_ms
