@@ -18,10 +18,13 @@ from latlab.protocol import Protocol, burst_size
 # Seconds to prepare one block, by backend: (wall time of this project's full profiling runs on the amx kind - the
 # measuring they did) / 121 blocks (README, "Shipped profiles"). A backend not listed gets the largest.
 PREPARE_S = {"onnxruntime": 1.5, "openvino": 2.8, "torch": 0.1}
+# Seconds more per block for int8: quantizing a 4-layer h256 model block took 0.8-1.2 s with ONNX Runtime's
+# quantizer, 2.4 s with NNCF and 0.1 s with torch (amx kind, session 5).
+QUANTIZE_S = {"onnxruntime": 1.0, "openvino": 2.5, "torch": 0.1}
 # Multiply-add throughput per thread assumed for a call-time guess, below what the shipped CPU profiles achieved
 # on their model blocks (f32: median 83-120 GFLOP/s, lowest 45; bf16: 129-340). On a GPU the protocol's minimum
 # time decides anyway.
-GFLOPS_PER_THREAD = {"f32": 50.0, "bf16": 100.0, "fp16": 100.0}
+GFLOPS_PER_THREAD = {"f32": 50.0, "bf16": 100.0, "fp16": 100.0, "int8": 100.0}  # int8: 1.5-3.4x f32 measured
 GPU_GFLOPS = 5000.0
 CALL_MS = 0.02  # what a near-empty call costs (overhead blocks measured 0.01-0.09 ms)
 
@@ -58,6 +61,8 @@ def estimate_profile(todo: Sequence[tuple[Block, int]], backend: str, settings: 
                      protocol: Protocol) -> ProfileEstimate:
     """``todo``: each block still to measure and how many rounds it lacks (all of them in a fresh run)."""
     prepare_s = PREPARE_S.get(backend, max(PREPARE_S.values()))
+    if settings.precision == "int8":
+        prepare_s += QUANTIZE_S.get(backend, max(QUANTIZE_S.values()))
     per_block = f"on {backend}" if backend in PREPARE_S else f"as on the slowest known backend ({backend} unknown)"
     measure = sum(measure_seconds(guess_ms(block, settings), rounds, protocol) for block, rounds in todo)
     rate = "a GPU's" if settings.device != "cpu" else f"{GFLOPS_PER_THREAD[settings.precision]:g} GFLOP/s per thread"

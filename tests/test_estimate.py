@@ -9,7 +9,7 @@ import pytest
 
 from latlab.backend import Settings
 from latlab.blocks import layer_block, overhead_block
-from latlab.estimate import PREPARE_S, estimate_profile, guess_ms, measure_seconds
+from latlab.estimate import PREPARE_S, QUANTIZE_S, estimate_profile, guess_ms, measure_seconds
 from latlab.profile import load_profile
 from latlab.profiling import remaining, run_profile
 from latlab.protocol import Protocol
@@ -48,6 +48,9 @@ def test_every_block_is_counted_in_both_stages() -> None:
     assert known.stages[1].seconds == pytest.approx(sum(measure_seconds(guess_ms(b, Settings()), PROTOCOL.rounds,
                                                                         PROTOCOL) for b in blocks))
     assert known.seconds == pytest.approx(sum(s.seconds for s in known.stages))
+    int8 = estimate_profile(todo, "onnxruntime", Settings(precision="int8", quantization="static"), PROTOCOL)
+    assert int8.stages[0].seconds == pytest.approx(known.stages[0].seconds + len(blocks) * QUANTIZE_S["onnxruntime"])
+    assert int8.stages[1].seconds < known.stages[1].seconds, "int8 calls are guessed faster"
     unknown = estimate_profile(todo, "mine", Settings(), PROTOCOL)
     assert unknown.stages[0].seconds == len(blocks) * max(PREPARE_S.values())
     assert "mine unknown" in unknown.stages[0].basis and "guessed" in unknown.stages[0].basis

@@ -255,13 +255,23 @@ def test_onnx_file_on_onnxruntime_and_openvino(pytester: pytest.Pytester) -> Non
             record = latency.measure("model.onnx", torch.randn(2, 16), backend=backend)
             assert (record.backend, record.model, record.batch, record.seq_len) == (backend, "onnx model.onnx", 2, 16)
 
+        def test_int8(latency):
+            record = latency.measure("model.onnx", torch.randn(2, 16), backend="onnxruntime", precision="int8",
+                                     quantization="static")
+            assert record.precision == "int8-static"
+
         def test_missing_inputs(latency):
             latency.measure("model.onnx", backend="onnxruntime")
+
+        def test_int8_method_the_backend_lacks(latency):
+            latency.measure("model.onnx", torch.randn(2, 16), backend="openvino", precision="int8",
+                            quantization="dynamic")
     """)
     result = pytester.runpytest_subprocess("--latlab-smoke", "-p", "no:cacheprovider", "-rs")
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 2 and outcomes["failed"] == 1, outcomes
+    assert outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 3 and outcomes["failed"] == 2, outcomes
     result.stdout.fnmatch_lines(["*model.onnx: an ONNX model needs example inputs*"])
+    result.stdout.fnmatch_lines(["*backend 'openvino' has no dynamic int8 quantization (it has: static)*"])
 
 
 def test_fixture_measures_once_per_test(pytester: pytest.Pytester) -> None:

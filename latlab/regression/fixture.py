@@ -127,22 +127,26 @@ class Latency:
         self.used = False
 
     def measure(self, model: ModelLike, inputs: Inputs = None, *, backend: str = "torch", threads: int = 1,
-                precision: str = "f32", device: str = "cpu") -> BenchRecord | None:
+                precision: str = "f32", device: str = "cpu", quantization: str | None = None) -> BenchRecord | None:
         """Time ``model``; with ``--latlab-fail`` and ``--benchmark-compare``, gate it against the saved run.
-        Returns None under ``--benchmark-disable`` (the model then runs once, untimed)."""
+        Returns None under ``--benchmark-disable`` (the model then runs once, untimed). ``precision="int8"``
+        quantizes it with the backend's first method unless ``quantization`` names one."""
         with user_errors():
-            chosen, settings = self._start(backend, Settings(threads, precision, device))
+            chosen = self._start(backend)
+            settings = chosen.settings(threads, precision, device, quantization)
             target = resolve(model, inputs)
             record = self._run(chosen, settings, target, prepare(chosen, target, settings))
             return self._finish(record, [])
 
     def ab(self, candidate: ModelLike, reference: ModelLike, inputs: Inputs = None, *, backend: str = "torch",
-           threads: int = 1, precision: str = "f32", device: str = "cpu", fail: str = "p90:10%") -> BenchRecord | None:
+           threads: int = 1, precision: str = "f32", device: str = "cpu", quantization: str | None = None,
+           fail: str = "p90:10%") -> BenchRecord | None:
         """Time ``candidate`` and ``reference`` in alternating rounds of the same run and fail when the candidate
         is slower by more than ``fail``. Drift between processes cannot fool this gate: both sides share it."""
         with user_errors():
             gates = parse_gates(fail)
-            chosen, settings = self._start(backend, Settings(threads, precision, device))
+            chosen = self._start(backend)
+            settings = chosen.settings(threads, precision, device, quantization)
             new, old = resolve(candidate, inputs), resolve(reference, inputs)
             record = self._run(chosen, settings, new, prepare(chosen, new, settings),
                                reference=prepare(chosen, old, settings))
@@ -164,7 +168,7 @@ class Latency:
             target_arch = as_architecture(arch)
             loaded.space.check_contains(target_arch)
             predicted = predict_ms(target_arch, LatencyTable.from_profile(loaded))
-            chosen, settings = self._start(loaded.backend, loaded.settings)
+            chosen, settings = self._start(loaded.backend), loaded.settings
             target = resolve(target_arch, None)
             record = self._run(chosen, settings, target, prepare(chosen, target, settings))
             if record is None:
@@ -173,11 +177,11 @@ class Latency:
             self._compared_with(f"profile {profile}", profile_problems(loaded) + timer)
             return self._finish(record, [judge(g, "profile", predicted, g.value(record.stats)) for g in gates])
 
-    def _start(self, backend: str, settings: Settings) -> tuple[Backend, Settings]:
+    def _start(self, backend: str) -> Backend:
         if self.used:
             raise LatlabError("the latency fixture measures once per test; use one test per model (or parametrize)")
         self.used = True
-        return load_backend(backend), settings
+        return load_backend(backend)
 
     def _timer(self) -> Callable[[], float]:
         """pytest-benchmark's timer for this test (--benchmark-timer or the benchmark marker), once it is set up."""
@@ -199,7 +203,7 @@ class Latency:
         anchor_ms, reference_ms = (companions.samples.get(key, [])[warmup:] for key in ("anchor", "reference"))
         record = BenchRecord(
             backend=backend.name, runtime_version=backend.runtime_version(), threads=settings.threads,
-            precision=settings.precision, device=settings.device, batch=target.batch, seq_len=target.seq_len,
+            precision=settings.numerics, device=settings.device, batch=target.batch, seq_len=target.seq_len,
             timer=timer_name(self._timer()), model=target.label,
             stats=stats_of(model_ms),
             anchor=stats_of(anchor_ms) if anchor else None, anchor_name=ANCHOR_NAME if anchor else "",
