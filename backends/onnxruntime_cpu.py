@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,13 +153,13 @@ def _op_counts(model: bytes) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load_from_string(model).graph.node)
 
 
-class _quiet_quantizer:
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
     """The quantizer advises pre-processing through the root logger on every call; the advice concerns accuracy,
     not latency, and would interleave with the progress bar."""
-
-    def __enter__(self) -> None:
-        self._level = logging.root.level
-        logging.root.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        logging.root.setLevel(self._level)
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.root.setLevel(level)
