@@ -50,6 +50,12 @@ class Architecture:
     def layers(self) -> int:
         return len(self.heads)
 
+    @property
+    def shape_changes(self) -> int:
+        """How many neighbouring layers differ in heads or ffn (each costs a little, see latlab.calibration)."""
+        shapes = list(zip(self.heads, self.ffn))
+        return sum(a != b for a, b in zip(shapes, shapes[1:]))
+
     def blocks(self) -> list[Block]:
         """Embeddings, each layer, then the classifier head, as priced by a profile (overhead excluded)."""
         return [

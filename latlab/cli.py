@@ -17,6 +17,7 @@ from latlab.architecture import load_architecture
 from latlab.atomic import write_bytes, write_json
 from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
 from latlab.blocks import overhead_block
+from latlab.calibration import Calibration
 from latlab.compare import compare_profiles, render_plot
 from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
 from latlab.errors import LatlabError
@@ -176,20 +177,25 @@ def info(as_json: bool) -> None:
               show_default=True,
               help="Time each layer inside uniform whole models of 1 and this many layers, to price layers as they "
                    "run inside a model; 0 times layers alone (faster, but under-predicts whole models).")
+@click.option("--calibration-models", type=click.IntRange(min=0), default=Protocol.calibration_models,
+              show_default=True,
+              help="Random mixed whole models timed with the blocks, to fit what a change of layer shape between "
+                   "neighbours costs (see 'latlab calibrate'); 0 fits nothing.")
 @click.option("--force", is_flag=True, help="Measure with more threads than usable CPUs, or sizes that may not fit "
                                             "the memory available, anyway.")
 def profile(backend_name: str, space_path: str | None, threads: int, precision: str, quantization: str | None,
-            device: str | None, out: str | None,
-            resume: bool, rounds: int, min_seconds: float, min_samples: int, model_depth: int, force: bool) -> None:
+            device: str | None, out: str | None, resume: bool, rounds: int, min_seconds: float, min_samples: int,
+            model_depth: int, calibration_models: int, force: bool) -> None:
     """Measure every block of a space on one backend and write a device profile."""
-    from latlab.profiling import continue_profile, new_profile, open_profile, remaining
+    from latlab.profiling import calibration_todo, continue_profile, new_profile, open_profile, remaining
 
     backend = load_backend(backend_name)
     settings = backend.settings(threads, precision, device, quantization)
     space = load_space(space_path)
     if model_depth == 1:
         raise LatlabError("--model-depth 1 cannot tell a layer's cost inside a model: use 0 (layers alone) or 2 or more")
-    protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples, model_depth=model_depth)
+    protocol = Protocol(rounds=rounds, min_seconds=min_seconds, min_samples=min_samples, model_depth=model_depth,
+                        calibration_models=calibration_models)
     refuse_unless_forced([thread_problem(threads),
                           memory_problem(space.blocks(model_depth), f"profiling space {space.name!r}")], force)
     if out is None:
@@ -198,16 +204,48 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     started = time.monotonic()
     with locked(out):  # a second profiler, or a second --resume, of the same file is refused while this one runs
         opened = open_profile(backend, settings, space, protocol, Path(out), resume)
-        todo = remaining(opened)
-        err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} on "
-                  f"{backend.name} ({settings.numerics}, {settings.threads} thread(s)) -> {out}"
-                  + (f"; resuming: {len(todo)} left to measure" if opened.entries else ""), highlight=False)
-        say_estimate(estimate_profile(todo, backend.name, settings, protocol))
+        todo, models = remaining(opened), calibration_todo(opened)
+        err.print(f"Profiling {len(space.blocks(protocol.model_depth))} blocks of space {space.name!r} and "
+                  f"{protocol.calibration_models} calibration models on {backend.name} ({settings.numerics}, "
+                  f"{settings.threads} thread(s)) -> {out}"
+                  + (f"; resuming: {len(todo) + len(models)} left to measure" if opened.entries else ""),
+                  highlight=False)
+        say_estimate(estimate_profile(todo, backend.name, settings, protocol, models))
         with progress_bar() as report:
             result = continue_profile(backend, opened, Path(out), report)
     unstable = [k for k, e in result.entries.items() if e.unstable]
     click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
                + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
+    if result.calibration:
+        say_calibration(result.calibration)
+
+
+def say_calibration(calibration: Calibration) -> None:
+    """The fit and what it changes on the models it was fitted on (the fit's own data: validate says the rest)."""
+    before, after = (sum(map(abs, calibration.errors_pct(k))) / len(calibration.fitted)
+                     for k in (0.0, calibration.shape_change))
+    click.echo(f"calibration: each change of layer shape costs {calibration.shape_change:+.3f} x the model's mean "
+               f"layer growth (fitted on {len(calibration.fitted)} mixed models timed with their blocks; their MAPE "
+               f"{before:.2f}% -> {after:.2f}%)")
+
+
+@main.command()
+@click.option("--profile", "profile_path", required=True, type=click.Path())
+@click.option("--models", "count", type=click.IntRange(min=1), default=Protocol.calibration_models, show_default=True,
+              help="Random mixed whole models to time, each with every block it is priced from.")
+@click.option("--force", is_flag=True, help="Calibrate a profile measured on other hardware or runtime anyway.")
+def calibrate(profile_path: str, count: int, force: bool) -> None:
+    """Fit what a change of layer shape costs, on whole models timed in the same rounds as the blocks they are
+    priced from, and store it in the profile (which `latlab profile` does by itself since this command exists)."""
+    from latlab.validate import recalibrate
+
+    loaded, backend = profile_to_measure_with(profile_path, force)
+    with locked(profile_path):
+        with progress_bar() as report:
+            loaded.calibration = recalibrate(loaded, backend, count, report=report)
+        save_profile(loaded, profile_path)
+    click.echo(f"wrote {profile_path}")
+    say_calibration(loaded.calibration)
 
 
 def lengths(text: str | None) -> tuple[int, ...]:
@@ -224,9 +262,10 @@ def lengths(text: str | None) -> tuple[int, ...]:
 
 
 def say_estimate(estimate: ProfileEstimate) -> None:
-    """Before a long run: per stage, how many blocks and about how long, and what the figure rests on."""
+    """Before a long run: per stage, how many items (blocks and models) and about how long, and what the figure
+    rests on."""
     for stage in estimate.stages:
-        err.print(f"  {stage.name:<8} {stage.blocks:>5} blocks  about {stage.seconds:6.0f} s  ({stage.basis})",
+        err.print(f"  {stage.name:<8} {stage.blocks:>5} items  about {stage.seconds:6.0f} s  ({stage.basis})",
                   highlight=False)
     err.print(f"  {'total':<8} {'':>5}         about {estimate.seconds / 60:6.1f} min, more if unstable blocks are "
               "measured again; the progress bars below refine it as blocks finish", highlight=False)
@@ -263,6 +302,7 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
                                "estimated": bool(result.estimated),
                                "between": [{"batch": b, "seq_len": s} for b, s in result.between],
                                "overhead_estimated": overhead_key in result.estimated,
+                               "shape_changes_ms": result.shape_changes_ms,
                                "parts": [{"block": k, "net_ms": ms, "estimated": k in result.estimated}
                                          for k, ms in result.parts]}, indent=1))
         return
@@ -276,6 +316,8 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
     for key, ms in [(overhead_key, result.overhead_ms), *result.parts]:
         label = "overhead" if key == overhead_key else key
         click.echo(f"  {label:<40} {ms:8.3f} ms" + ("  (estimate)" if key in result.estimated else ""))
+    if result.shape_changes_ms:
+        click.echo(f"  {'shape changes (calibrated)':<40} {result.shape_changes_ms:8.3f} ms")
 
 
 @main.command()
@@ -329,6 +371,12 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         click.echo(f"same run (blocks re-timed with the models, no drift): MAPE {arithmetic.mape_pct:.2f}%, "
                    f"mean error {arithmetic.mean_error_pct:+.2f}%, within ±5% {arithmetic.within_5pct:.0%}, "
                    f"within ±10% {arithmetic.within_10pct:.0%}")
+    if loaded.calibration:
+        plain, plain_same = validation.uncalibrated(), validation.uncalibrated(same_run=True)
+        click.echo(f"without the calibrated shape changes ({loaded.calibration.shape_change:+.3f} x mean growth each): "
+                   f"MAPE {plain.mape_pct:.2f}%, mean error {plain.mean_error_pct:+.2f}%"
+                   + (f"; same run MAPE {plain_same.mape_pct:.2f}%, mean error {plain_same.mean_error_pct:+.2f}%, "
+                      f"within ±5% {plain_same.within_5pct:.0%}" if plain_same else ""))
     corrected = validation.drift_corrected
     if corrected is not None:
         click.echo(f"reference blocks ran {validation.drift_pct:+.1f}% vs the profile (machine drift since "

@@ -55,6 +55,7 @@ class Measurement:
     unstable: set[str]
     drift_pct: float | None  # None when no reference block could be timed
     blocks: dict[Block, Rounds]  # every profile block timed in the same rounds
+    rounds: dict[str, Rounds]  # each item's samples, by name
 
 
 def time_with_references(profile: Profile, backend: Backend, items: dict[str, tuple], archs: list[Architecture],
@@ -70,7 +71,8 @@ def time_with_references(profile: Profile, backend: Backend, items: dict[str, tu
                                                 for block in blocks}}, profile.settings, report)
     results, unstable = measure(runners, protocol, on_round=lambda i, n, _: report("measure", i, n), report=report)
     return Measurement({name: LatencyStats.from_rounds(results[name]) for name in items}, unstable & set(items),
-                       reference_drift_pct(results, profile, references), {b: results[b.key] for b in blocks})
+                       reference_drift_pct(results, profile, references), {b: results[b.key] for b in blocks},
+                       {name: results[name] for name in items})
 
 
 def used_blocks(archs: list[Architecture], model_depth: int) -> list[Block]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from latlab.architecture import Architecture
 from latlab.backend import Settings
 from latlab.blocks import Block, gflops
 from latlab.protocol import Protocol, burst_size
@@ -57,18 +58,22 @@ def measure_seconds(call_ms: float, rounds: int, protocol: Protocol) -> float:
     return warmup + rounds * burst_size(call_ms, protocol) * call_ms / 1000
 
 
-def estimate_profile(todo: Sequence[tuple[Block, int]], backend: str, settings: Settings,
-                     protocol: Protocol) -> ProfileEstimate:
-    """``todo``: each block still to measure and how many rounds it lacks (all of them in a fresh run)."""
+def estimate_profile(todo: Sequence[tuple[Block, int]], backend: str, settings: Settings, protocol: Protocol,
+                     models: Sequence[tuple[Architecture, int]] = ()) -> ProfileEstimate:
+    """``todo``: each block still to measure and how many rounds it lacks (all of them in a fresh run); ``models``:
+    the same for whole models timed with them (the calibration's), each guessed as the sum of its blocks."""
     prepare_s = PREPARE_S.get(backend, max(PREPARE_S.values()))
     if settings.precision == "int8":
         prepare_s += QUANTIZE_S.get(backend, max(QUANTIZE_S.values()))
     per_block = f"on {backend}" if backend in PREPARE_S else f"as on the slowest known backend ({backend} unknown)"
-    measure = sum(measure_seconds(guess_ms(block, settings), rounds, protocol) for block, rounds in todo)
+    calls = [(guess_ms(block, settings), rounds) for block, rounds in todo]
+    calls += [(sum(guess_ms(block, settings) for block in arch.blocks()), rounds) for arch, rounds in models]
+    measure = sum(measure_seconds(ms, rounds, protocol) for ms, rounds in calls)
+    count = len(calls)
     rate = "a GPU's" if settings.device != "cpu" else f"{GFLOPS_PER_THREAD[settings.precision]:g} GFLOP/s per thread"
     return ProfileEstimate((
-        Stage("prepare", len(todo), len(todo) * prepare_s, f"guessed: {prepare_s:g} s per block {per_block}"),
-        Stage("measure", len(todo), measure,
+        Stage("prepare", count, count * prepare_s, f"guessed: {prepare_s:g} s per block {per_block}"),
+        Stage("measure", count, measure,
               f"up to {protocol.rounds} rounds, each block at least {protocol.min_seconds:g} s and "
               f"{protocol.min_samples} calls after {protocol.warmup_seconds:g} s of warm-up; call times guessed "
               f"from the blocks' GFLOPs at {rate}"),

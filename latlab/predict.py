@@ -8,9 +8,14 @@ Layers are priced as they run inside a model. A layer timed alone keeps its weig
 their warm caches too (``../shared/FINDINGS.md``). So a profile times each layer configuration inside uniform
 whole models of 1 and D layers (``protocol.model_depth``), and prices:
 
-- the model's first layer at ``model(1 layer) - embeddings - head - overhead``: it carries whatever the ends cost
-  more in a model than alone, so a one-layer model is priced at exactly what it measured;
-- each further layer at the growth per layer, ``(model(D layers) - model(1 layer)) / (D - 1)``.
+- each layer at its growth per layer, ``(model(D layers) - model(1 layer)) / (D - 1)``;
+- once per model, the *premium*: what a one-layer model costs beyond its layer's growth,
+  ``model(1 layer) - embeddings - head - overhead - growth``. It is what the ends cost more in a model than alone,
+  and it is a property of the model, not of its first layer: a model's layers in any order cost the same (measured:
+  two-layer stacks AB and BA within 2% of each other), so the model takes the mean premium of its layers.
+- once per model, the cost of its shape changes: a neighbour with other heads or ffn costs ``shape_change`` x the
+  model's mean growth more, a fraction that ``latlab.calibration`` fits on whole models timed with the profile's
+  blocks (0 where a profile has no calibration).
 
 A uniform model of 1 or D layers is therefore priced at its own measurement; other depths and mixed stacks are
 read off the same entries, layer by layer. Profiles with ``model_depth == 0`` price every layer alone.
@@ -23,12 +28,13 @@ prediction says which parts are estimates. ``predict_ms`` and ``predict_many`` p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from latlab.architecture import Architecture
+from latlab.calibration import Calibration
 from latlab.blocks import (EMBEDDINGS, HEAD, LAYER, MODEL, OVERHEAD, Block, embeddings_block, head_block, in_models,
                            overhead_block)
 from latlab.errors import LatlabError
@@ -46,6 +52,7 @@ class LatencyTable:
     next_ms: dict[Block, float]  # a layer block -> its cost after another layer
     overhead_ms: dict[tuple[int, int], float]  # (batch, seq_len) -> per-call overhead
     space_name: str
+    shape_change: float = 0.0  # each change of layer shape between neighbours, as a fraction of the mean growth
 
     @classmethod
     def from_profile(cls, profile: Profile) -> LatencyTable:
@@ -54,9 +61,10 @@ class LatencyTable:
         net = {b: ms - overhead.get((b.batch, b.seq_len), 0.0) for b, ms in medians.items() if b.kind != OVERHEAD}
         ends = {b: ms for b, ms in net.items() if b.kind in (EMBEDDINGS, HEAD)}
         depth = profile.protocol.model_depth
+        shape_change = profile.calibration.shape_change if profile.calibration else 0.0
         if not depth:
             layers = {b: ms for b, ms in net.items() if b.kind == LAYER}
-            return cls(ends, layers, layers, overhead, profile.space.name)
+            return cls(ends, layers, layers, overhead, profile.space.name, shape_change)
         first, following = {}, {}
         for one in (b for b in net if b.kind == MODEL and b.layers == 1):
             layer = one._replace(kind=LAYER, vocab=0, labels=0, layers=0)
@@ -67,7 +75,7 @@ class LatencyTable:
             deep = one._replace(layers=depth)
             if deep in net:
                 following[layer] = (net[deep] - net[one]) / (depth - 1)
-        return cls(ends, first, following, overhead, profile.space.name)
+        return cls(ends, first, following, overhead, profile.space.name, shape_change)
 
     @cached_property
     def grid(self) -> Grid:
@@ -117,6 +125,7 @@ class Prediction:
     # The keys of the parts (and of the overhead) interpolated, not read off a measurement; empty at a measured shape.
     estimated: frozenset[str] = frozenset()
     between: tuple[Shape, ...] = ()  # the measured (batch, seq_len) the estimates stand between
+    shape_changes_ms: float = 0.0  # the calibrated cost of neighbouring layers of different shapes (in total_ms)
 
 
 def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
@@ -128,15 +137,27 @@ def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
     return list(found)
 
 
-def _costs(arch: Architecture, table: LatencyTable) -> list[tuple[Block, float]]:
-    """(block, net ms) in model order; raises the table's one-line error for a block it lacks."""
-    embeddings, first, *further, head = arch.blocks()
+def stack_ms(first: Sequence[float], growth: Sequence[float], changes: int, shape_change: float
+             ) -> tuple[list[float], float]:
+    """Each layer's net cost, its growth plus an equal share of the model's mean premium, and the cost of the
+    stack's ``changes`` of shape (see the module docstring)."""
+    count = len(growth)
+    premium = sum(f - g for f, g in zip(first, growth)) / count
+    return [g + premium / count for g in growth], shape_change * changes * sum(growth) / count
+
+
+def _costs(arch: Architecture, table: LatencyTable) -> tuple[list[tuple[Block, float]], float]:
+    """(block, net ms) in model order and the shape changes' ms; raises the table's one-line error for a block
+    it lacks."""
+    embeddings, *layers, head = arch.blocks()
     try:
-        return ([(embeddings, table.ends_ms[embeddings]), (first, table.first_ms[first])]
-                + [(b, table.next_ms[b]) for b in further]
-                + [(head, table.ends_ms[head])])
+        ends = (table.ends_ms[embeddings], table.ends_ms[head])
+        first = [table.first_ms[b] for b in layers]
+        growth = [table.next_ms[b] for b in layers] if len(layers) > 1 else first  # one layer: what it measured
     except KeyError as exc:
         raise table.missing(exc.args[0]) from None
+    nets, changes_ms = stack_ms(first, growth, arch.shape_changes, table.shape_change)
+    return [(embeddings, ends[0]), *zip(layers, nets), (head, ends[1])], changes_ms
 
 
 def _overhead(arch: Architecture, table: LatencyTable) -> float:
@@ -147,15 +168,9 @@ def _overhead(arch: Architecture, table: LatencyTable) -> float:
 
 
 def predict_ms(arch: Architecture, table: LatencyTable) -> float:
-    """The hot path for searches: total predicted milliseconds per call (``_costs`` without the list)."""
-    embeddings, first, *further, head = arch.blocks()
-    try:
-        total = table.ends_ms[embeddings] + table.first_ms[first] + table.ends_ms[head]
-        for block in further:
-            total += table.next_ms[block]
-    except KeyError as exc:
-        raise table.missing(exc.args[0]) from None
-    return _overhead(arch, table) + total
+    """Total predicted milliseconds per call."""
+    costs, changes_ms = _costs(arch, table)
+    return _overhead(arch, table) + sum(ms for _, ms in costs) + changes_ms
 
 
 def predict(arch: Architecture, table: LatencyTable, interpolate: bool = False) -> Prediction:
@@ -163,25 +178,31 @@ def predict(arch: Architecture, table: LatencyTable, interpolate: bool = False) 
     is estimated (a measured shape is priced as without it); beyond them it is refused all the same."""
     if interpolate and table.between_shapes(arch.batch, arch.seq_len):
         return _estimated(arch, table)
-    costs = _costs(arch, table)  # first, so that a shape it lacks is named by the same block as in predict_ms
+    costs, changes_ms = _costs(arch, table)  # first, so that a shape it lacks is named as in predict_ms
     overhead = _overhead(arch, table)
-    return Prediction(overhead + sum(ms for _, ms in costs), overhead, tuple((b.key, ms) for b, ms in costs))
+    return Prediction(overhead + sum(ms for _, ms in costs) + changes_ms, overhead,
+                      tuple((b.key, ms) for b, ms in costs), shape_changes_ms=changes_ms)
 
 
 def _estimated(arch: Architecture, table: LatencyTable) -> Prediction:
-    """Every cost of ``arch`` interpolated at its shape: the same sum as ``_costs``, from estimates."""
-    embeddings, first, *further, head = arch.blocks()
+    """Every cost of ``arch`` interpolated at its shape: the same arithmetic as ``_costs``, from estimates."""
+    embeddings, *layers, head = arch.blocks()
     overhead = overhead_block(arch.batch, arch.seq_len)
-    wanted = [("ends", embeddings), ("first", first), *(("next", b) for b in further), ("ends", head)]
+    wanted = [("overhead", overhead), ("ends", embeddings), ("ends", head),
+              *(("first", b) for b in layers), *(("next", b) for b in layers if len(layers) > 1)]
     estimates: dict[tuple[str, Block], Estimate] = {}
-    for which, block in [("overhead", overhead), *wanted]:
+    for which, block in wanted:
         if (which, block) not in estimates:  # a layer repeated in the stack is fitted once
             estimates[which, block] = table.estimate(which, block)
-    parts = tuple((block.key, estimates[which, block].ms) for which, block in wanted)
+    first = [estimates["first", b].ms for b in layers]
+    growth = [estimates["next", b].ms for b in layers] if len(layers) > 1 else first
+    nets, changes_ms = stack_ms(first, growth, arch.shape_changes, table.shape_change)
+    parts = ((embeddings.key, estimates["ends", embeddings].ms), *((b.key, ms) for b, ms in zip(layers, nets)),
+             (head.key, estimates["ends", head].ms))
     overhead_ms = estimates["overhead", overhead].ms
-    return Prediction(overhead_ms + sum(ms for _, ms in parts), overhead_ms, parts,
+    return Prediction(overhead_ms + sum(ms for _, ms in parts) + changes_ms, overhead_ms, parts,
                       frozenset([overhead.key, *(key for key, _ in parts)]),
-                      tuple(sorted({shape for e in estimates.values() for shape in e.corners})))
+                      tuple(sorted({shape for e in estimates.values() for shape in e.corners})), changes_ms)
 
 
 @dataclass(frozen=True)
@@ -278,8 +299,14 @@ def predict_many(archs: Architectures, table: LatencyTable) -> np.ndarray:
     f, f_ok = grid.positions("ffn", archs.ffn)
     used = np.arange(archs.heads.shape[1]) < archs.layers[:, None]
     b2, s2, h2 = b[:, None], s[:, None], h[:, None]
-    further = np.where(used[:, 1:], grid.next[b2, s2, h2, a[:, 1:], f[:, 1:]], 0.0).sum(axis=1)
-    total = grid.overhead[b, s] + grid.ends[b, s, h] + grid.first[b, s, h, a[:, 0], f[:, 0]] + further
+    count = np.maximum(archs.layers, 1)
+    first = grid.first[b2, s2, h2, a, f]
+    following = np.where((archs.layers == 1)[:, None], first, grid.next[b2, s2, h2, a, f])  # one layer: as measured
+    growth = np.where(used, following, 0.0).sum(axis=1)
+    premium = np.where(used, first - following, 0.0).sum(axis=1) / count
+    changes = (used[:, 1:] & ((archs.heads[:, 1:] != archs.heads[:, :-1]) | (archs.ffn[:, 1:] != archs.ffn[:, :-1])))
+    changes_ms = table.shape_change * changes.sum(axis=1) * growth / count
+    total = grid.overhead[b, s] + grid.ends[b, s, h] + growth + premium + changes_ms
     priced = (b_ok & s_ok & h_ok & (a_ok & f_ok | ~used).all(axis=1) & ~np.isnan(total)
               & (archs.layers >= 1) & (archs.layers <= archs.heads.shape[1]))
     if archs.vocab != grid.vocab or archs.labels != grid.labels:
@@ -290,3 +317,14 @@ def predict_many(archs: Architectures, table: LatencyTable) -> np.ndarray:
         raise LatlabError(f"architecture row {index}: layers {archs.layers[index]} but only "
                           f"{archs.heads.shape[1]} per-layer columns given")
     return total
+
+
+def priced_calibration(calibration: Calibration, table: LatencyTable) -> Calibration:
+    """The calibration with each model's price without shape changes, and its shape-change term, read from
+    ``table`` (a table of the blocks timed in the models' rounds)."""
+    models = []
+    for model in calibration.models:
+        price = predict(model.arch, replace(table, shape_change=1.0))
+        models.append(replace(model, table_ms=price.total_ms - price.shape_changes_ms,
+                              changes_ms=price.shape_changes_ms))
+    return replace(calibration, models=tuple(models))

@@ -18,6 +18,9 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     protocol         latlab.protocol.Protocol
     space            latlab.space.SearchSpace
     entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
+    calibration      null, or {blocks: "profile" | "re-timed", shape_change, models: [{arch, table_ms, changes_ms,
+                     rounds_ms}]}: mixed whole models timed with the blocks, fitting the cost of a change of layer
+                     shape (latlab.calibration); absent before it, read as null
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
     transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu,
                      source_model_depth, measured: [block keys timed here], fit: {kind: {log_ratio, blocks, spread_pct,
@@ -37,6 +40,7 @@ from typing import Any
 from latlab.atomic import read_json, write_json
 from latlab.backend import DEVICES, PRECISIONS, QUANTIZATIONS, Settings
 from latlab.blocks import KINDS, Block
+from latlab.calibration import Calibration
 from latlab.errors import LatlabError
 from latlab.fields import finite, refuse, short, typed, boolean, whole
 from latlab.fingerprint import Fingerprint
@@ -80,6 +84,7 @@ class Profile:
     # Set by `latlab transfer`: the source profile, the blocks measured here and the fit that estimated the rest.
     # None for a profile whose every entry was measured.
     transfer: dict[str, Any] | None = None
+    calibration: Calibration | None = None  # see latlab.calibration
 
     @property
     def label(self) -> str:
@@ -101,6 +106,7 @@ class Profile:
             "space": self.space.to_json(),
             "complete": self.complete,
             "transfer": self.transfer,
+            "calibration": self.calibration.to_json() if self.calibration else None,
             "entries": {
                 key: {
                     "block": entry.block._asdict(),
@@ -144,6 +150,7 @@ class Profile:
                 created_utc=_text(data, "created_utc", source),
                 schema_version=version,
                 transfer=_transfer(data.get("transfer"), source),  # absent before schema 4
+                calibration=Calibration.from_json(data.get("calibration"), source),
             )
         except KeyError as exc:
             raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None

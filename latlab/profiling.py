@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from latlab.architecture import Architecture
 from latlab.backend import Backend, Settings
 from latlab.blocks import Block
+from latlab.calibration import Calibration, CalibrationModel, calibration_architectures
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
-from latlab.modules import build_block
+from latlab.modules import build_block, build_model
+from latlab.predict import LatencyTable, priced_calibration
 from latlab.profile import Entry, Profile, load_profile, save_profile, software_versions
 from latlab.protocol import Protocol, Report, Rounds, measure, prepare_all, quiet
 from latlab.space import SearchSpace
@@ -74,6 +78,14 @@ def remaining(profile: Profile) -> list[tuple[Block, int]]:
     return [(b, lacking[b] if lacking[b] > 0 else rounds) for b in todo]
 
 
+def calibration_todo(profile: Profile) -> list[tuple[Architecture, int]]:
+    """Each calibration model still to time (all of them in a fresh run), with the rounds it lacks."""
+    rounds = profile.protocol.rounds
+    if profile.calibration is None:
+        return [(a, rounds) for a in calibration_architectures(profile.space, profile.protocol.calibration_models)]
+    return [(m.arch, rounds - len(m.rounds_ms)) for m in profile.calibration.models if len(m.rounds_ms) < rounds]
+
+
 def run_profile(
     backend: Backend,
     settings: Settings,
@@ -87,25 +99,44 @@ def run_profile(
 
 
 def continue_profile(backend: Backend, profile: Profile, out: Path, report: Report = quiet) -> Profile:
-    """Measure what ``profile`` still lacks, checkpointing after every round, then mark it complete."""
+    """Measure what ``profile`` still lacks, the calibration models in the same rounds as the blocks (so drift cannot
+    enter their fit), checkpointing after every round, then fit the calibration and mark the profile complete."""
     settings, protocol = profile.settings, profile.protocol
+    if profile.calibration is None and protocol.calibration_models:
+        archs = calibration_architectures(profile.space, protocol.calibration_models)
+        profile.calibration = Calibration(tuple(CalibrationModel(a, []) for a in archs), "profile")
+    models = {f"calibration/{i}": m for i, m in enumerate(profile.calibration.models if profile.calibration else ())}
     blocks: list[Block] = profile.space.blocks(protocol.model_depth)
-    done: dict[str, Rounds] = {k: e.rounds_ms for k, e in profile.entries.items()}
+    done: dict[str, Rounds] = {**{k: e.rounds_ms for k, e in profile.entries.items()},
+                               **{k: m.rounds_ms for k, m in models.items()}}
     todo = [b for b, _ in remaining(profile)]
-    if todo:
-        runners = prepare_all(backend, {b.key: build_block(b) for b in todo}, settings, report)
+    unmeasured = {k: m for k, m in models.items() if len(m.rounds_ms) < protocol.rounds}
+    if todo or unmeasured:
+        items = {**{b.key: build_block(b) for b in todo},
+                 **{k: build_model(m.arch, seed=int(k.split('/')[1])) for k, m in unmeasured.items()}}
+        runners = prepare_all(backend, items, settings, report)
         profile.applied = next(iter(runners.values())).applied
         by_key = {b.key: b for b in blocks}
 
-        def checkpoint(index: int, total: int, results: dict[str, Rounds]) -> None:
+        def keep(results: dict[str, Rounds], unstable: frozenset[str] = frozenset()) -> None:
             for key, rounds in results.items():
-                profile.entries[key] = Entry(by_key[key], rounds)
+                if key in models:
+                    models[key] = replace(models[key], rounds_ms=rounds)
+                else:
+                    profile.entries[key] = Entry(by_key[key], rounds, unstable=key in unstable)
+            if profile.calibration:
+                profile.calibration = replace(profile.calibration, models=tuple(models.values()))
+
+        def checkpoint(index: int, total: int, results: dict[str, Rounds]) -> None:
+            keep(results)
             save_profile(profile, out)
             report("measure", index, total)
 
-        results, unstable = measure(runners, protocol, {b.key: done.get(b.key, []) for b in todo}, checkpoint, report)
-        for key, rounds in results.items():
-            profile.entries[key] = Entry(by_key[key], rounds, unstable=key in unstable)
+        results, unstable = measure(runners, protocol, {k: done.get(k, []) for k in runners}, checkpoint, report)
+        keep(results, frozenset(unstable))
+    if profile.calibration:
+        table = LatencyTable.from_profile(replace(profile, calibration=None))
+        profile.calibration = priced_calibration(profile.calibration, table)
     profile.complete = True
     save_profile(profile, out)
     return profile

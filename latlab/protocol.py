@@ -49,6 +49,9 @@ class Protocol:
     # Each layer configuration is timed inside uniform whole models of 1 and of this many layers, which price a
     # layer as it runs inside a model (latlab.predict). 0: layers timed alone, as profiles written before it were.
     model_depth: int = 4
+    # Random mixed whole models timed in the same rounds as the blocks, to fit the cost of shape changes
+    # (latlab.calibration). 0: none, as in profiles written before it.
+    calibration_models: int = 10
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,13 +59,15 @@ class Protocol:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "profile") -> Protocol:
         """Fields a later latlab adds are ignored; a count below 1 or a negative time is damage."""
-        values = {**data, "model_depth": data.get("model_depth", 0)}  # written before model blocks: layers alone
+        # written before model blocks: layers alone; before calibration: none
+        values = {**data, "model_depth": data.get("model_depth", 0), "calibration_models": data.get("calibration_models", 0)}
         protocol = typed(cls, values, source, "protocol", strict=False)
         for name in ("rounds", "min_samples", "max_samples", "warmup_calls"):
             whole(getattr(protocol, name), source, f"protocol.{name}")
         for name in ("min_seconds", "warmup_seconds", "max_round_cv_pct"):
             finite(getattr(protocol, name), source, f"protocol.{name}", minimum=0.0)
         whole(protocol.remeasure_tries, source, "protocol.remeasure_tries", minimum=0)
+        whole(protocol.calibration_models, source, "protocol.calibration_models", minimum=0)
         if protocol.model_depth == 1 or not 0 <= protocol.model_depth <= MAX_MODEL_DEPTH:
             raise refuse(source, "protocol.model_depth",
                          f"must be 0 or from 2 to {MAX_MODEL_DEPTH}, got {protocol.model_depth}")

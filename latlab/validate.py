@@ -12,10 +12,11 @@ from latlab.accuracy import Accuracy, error_pct
 from latlab.architecture import Architecture
 from latlab.backend import Backend
 from latlab.blocks import Block
+from latlab.calibration import Calibration, CalibrationModel, calibration_architectures
 from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.modules import build_model
 from latlab.errors import LatlabError
-from latlab.predict import LatencyTable, predict
+from latlab.predict import LatencyTable, predict, priced_calibration
 from latlab.profile import Entry, Profile, settings_json
 from latlab.protocol import Protocol, Report, Rounds, quiet
 from latlab.stats import LatencyStats
@@ -29,6 +30,8 @@ class ArchResult:
     unstable: bool
     same_run_predicted_ms: float | None = None  # the same arithmetic on blocks re-timed in the same rounds
     estimated: bool = False  # priced between measured shapes (latlab.interpolate), not from its own shape
+    shape_changes_ms: float = 0.0  # the calibrated part of predicted_ms (latlab.calibration)
+    same_run_shape_changes_ms: float = 0.0  # and of same_run_predicted_ms
 
     @property
     def error_pct(self) -> float:
@@ -39,7 +42,12 @@ def sample_architectures(profile: Profile, count: int, seed: int, seq_lens: tupl
     """Random architectures of the profile's space; with ``seq_lens``, at those lengths in turn instead of the
     space's (lengths it did not measure are priced by interpolation), each refused in one line if out of range."""
     rng = random.Random(seed)
-    archs = [profile.space.sample(rng) for _ in range(count)]
+    fitted = {m.arch for m in profile.calibration.models} if profile.calibration else set()
+    archs: list[Architecture] = []
+    while len(archs) < count:  # the calibration's own architectures would score its fit on its data
+        arch = profile.space.sample(rng)
+        if arch not in fitted:
+            archs.append(arch)
     if not seq_lens:
         return archs
     archs = [replace(a, seq_len=seq_lens[i % len(seq_lens)]) for i, a in enumerate(archs)]
@@ -73,6 +81,14 @@ class Validation:
             return None
         return Accuracy.of([r.same_run_predicted_ms for r in self.rows], [r.measured.median_ms for r in self.rows])
 
+    def uncalibrated(self, same_run: bool = False) -> Accuracy | None:
+        """The accuracy without the calibrated cost of shape changes: what the calibration adds, reported apart."""
+        if same_run and self.same_run is None:
+            return None
+        predicted = [r.same_run_predicted_ms - r.same_run_shape_changes_ms if same_run
+                     else r.predicted_ms - r.shape_changes_ms for r in self.rows]
+        return Accuracy.of(predicted, [r.measured.median_ms for r in self.rows])
+
     @cached_property
     def drift_corrected(self) -> Accuracy | None:
         """The accuracy had the machine run as fast as when it was profiled."""
@@ -86,6 +102,19 @@ def same_run_table(profile: Profile, blocks: dict[Block, Rounds]) -> LatencyTabl
     """The profile's arithmetic applied to blocks timed now: what the table would predict had it been measured in
     these very rounds."""
     return LatencyTable.from_profile(replace(profile, entries={b.key: Entry(b, r) for b, r in blocks.items()}))
+
+
+def recalibrate(profile: Profile, backend: Backend, count: int, protocol: Protocol | None = None,
+                report: Report = quiet) -> Calibration:
+    """``latlab calibrate``: time ``count`` calibration models with every block they are priced from, in the same
+    rounds, and fit the cost of shape changes on those (a profile measured before calibration existed gets one
+    without being measured again)."""
+    archs = calibration_architectures(profile.space, count)
+    timed = time_with_references(profile, backend, {f"calibration/{i}": build_model(a, seed=i)
+                                                    for i, a in enumerate(archs)},
+                                 archs, protocol or profile.protocol, report, every_block=True)
+    models = tuple(CalibrationModel(a, timed.rounds[f"calibration/{i}"]) for i, a in enumerate(archs))
+    return priced_calibration(Calibration(models, "re-timed"), replace(same_run_table(profile, timed.blocks), shape_change=0.0))
 
 
 def run_validation(
@@ -109,9 +138,11 @@ def run_validation(
     timed = time_with_references(profile, backend, {f"arch{i}": build_model(a, seed=i) for i, a in enumerate(archs)},
                                  archs, protocol, report, every_block=same_run)
     now = same_run_table(profile, timed.blocks) if same_run else None
+    again = [predict(a, now) if now else None for a in archs]
     rows = [ArchResult(a, p.total_ms, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
-                       predict(a, now).total_ms if now else None, bool(p.estimated))
-            for i, (a, p) in enumerate(zip(archs, predictions))]
+                       q.total_ms if q else None, bool(p.estimated), p.shape_changes_ms,
+                       q.shape_changes_ms if q else 0.0)
+            for i, (a, p, q) in enumerate(zip(archs, predictions, again))]
     blocks_ms = {b.key: LatencyStats.from_rounds(r).median_ms for b, r in timed.blocks.items()} if same_run else None
     return Validation(rows, Accuracy.of([r.predicted_ms for r in rows], [r.measured.median_ms for r in rows]),
                       timed.drift_pct, blocks_ms)
@@ -144,6 +175,13 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "drift_corrected": corrected and corrected.to_json(),
         "same_run": validation.same_run and validation.same_run.to_json(),
         "by_seq_len": {str(n): a.to_json() for n, a in validation.by_seq_len().items()},
+        # the same figures without the calibrated cost of shape changes (null: the profile has no calibration)
+        "calibration": profile.calibration and {
+            "shape_change": round(profile.calibration.shape_change, 5),
+            "models": len(profile.calibration.fitted),
+            "uncalibrated": validation.uncalibrated().to_json(),
+            "same_run_uncalibrated": (validation.uncalibrated(same_run=True) or None) and
+            validation.uncalibrated(same_run=True).to_json()},
         # the block medians the same-run prices come from: any other pricing rule can be checked against them
         "same_run_blocks_ms": validation.same_run_blocks_ms and {k: round(ms, 4) for k, ms in
                                                                  validation.same_run_blocks_ms.items()},
@@ -155,6 +193,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
                 "measured_p90_ms": round(r.measured.p90_ms, 4),
                 "error_pct": round(r.error_pct, 2),
                 "same_run_predicted_ms": rounded(r.same_run_predicted_ms, 4),
+                "shape_changes_ms": round(r.shape_changes_ms, 4),
                 "estimated": r.estimated,
                 "unstable": r.unstable,
             }

@@ -11,7 +11,8 @@ from latlab.backend import Settings
 from latlab.blocks import layer_block, overhead_block
 from latlab.estimate import PREPARE_S, QUANTIZE_S, estimate_profile, guess_ms, measure_seconds
 from latlab.profile import load_profile
-from latlab.profiling import remaining, run_profile
+from latlab.calibration import calibration_architectures
+from latlab.profiling import calibration_todo, remaining, run_profile
 from latlab.protocol import Protocol
 from latlab.space import load_space
 
@@ -57,35 +58,41 @@ def test_every_block_is_counted_in_both_stages() -> None:
 
 
 def printed(stderr: str) -> dict[str, tuple[int, float]]:
-    """The estimate's lines: stage -> (blocks, seconds)."""
-    lines = re.finditer(r"^  (prepare|measure) +(\d+) blocks +about +([\d.]+) s", stderr, re.MULTILINE)
+    """The estimate's lines: stage -> (items, seconds)."""
+    lines = re.finditer(r"^  (prepare|measure) +(\d+) items +about +([\d.]+) s", stderr, re.MULTILINE)
     return {m[1]: (int(m[2]), float(m[3])) for m in lines}
 
 
 def test_profile_prints_the_estimate_and_resume_estimates_what_is_left(cli, fake_plugin, tmp_path) -> None:
     args = ("profile", "--backend", "fake", "--space", TINY_SPACE, *FAKE_PROTOCOL_ARGS, "--out", tmp_path / "p.json")
     blocks = load_space(TINY_SPACE).blocks(FAKE_PROTOCOL.model_depth)
-    fresh = estimate_profile([(b, FAKE_PROTOCOL.rounds) for b in blocks], "fake", Settings(), FAKE_PROTOCOL)
+    models = calibration_architectures(load_space(TINY_SPACE), FAKE_PROTOCOL.calibration_models)
+    items = len(blocks) + len(models)
+    fresh = estimate_profile([(b, FAKE_PROTOCOL.rounds) for b in blocks], "fake", Settings(), FAKE_PROTOCOL,
+                             [(a, FAKE_PROTOCOL.rounds) for a in models])
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    assert printed(result.stderr) == {s.name: (len(blocks), round(s.seconds)) for s in fresh.stages}
+    assert printed(result.stderr) == {s.name: (items, round(s.seconds)) for s in fresh.stages}
     assert re.search(r"total +about +[\d.]+ min", result.stderr) and "resuming" not in result.stderr
 
     calls = fake_plugin.State.calls
-    per_round = sum(len(e.rounds_ms[0]) for e in load_profile(tmp_path / "p.json").entries.values())
+    done = load_profile(tmp_path / "p.json")
+    per_round = (sum(len(e.rounds_ms[0]) for e in done.entries.values())
+                 + sum(len(m.rounds_ms[0]) for m in done.calibration.models))
     (tmp_path / "p.json").unlink()
     fake_plugin.State.reset()
     fake_plugin.State.interrupt_at = calls - (FAKE_PROTOCOL.rounds - 2) * per_round + 1  # Ctrl-C in round 3
     assert cli(*args).exit_code == 1
     partial = load_profile(tmp_path / "p.json")
-    left = remaining(partial)
+    left, models_left = remaining(partial), calibration_todo(partial)
     assert left == [(b, FAKE_PROTOCOL.rounds - 2) for b in blocks]
+    assert models_left == [(a, FAKE_PROTOCOL.rounds - 2) for a in models]
     fake_plugin.State.reset()
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert f"resuming: {len(blocks)} left to measure" in resumed.stderr
-    expected = estimate_profile(left, "fake", Settings(), FAKE_PROTOCOL)
-    assert printed(resumed.stderr) == {s.name: (len(blocks), round(s.seconds)) for s in expected.stages}
+    assert f"resuming: {items} left to measure" in resumed.stderr
+    expected = estimate_profile(left, "fake", Settings(), FAKE_PROTOCOL, models_left)
+    assert printed(resumed.stderr) == {s.name: (items, round(s.seconds)) for s in expected.stages}
     assert expected.stages[1].seconds < fresh.stages[1].seconds
 
 
@@ -94,7 +101,7 @@ def test_progress_is_reported_per_stage(fake_plugin, tmp_path) -> None:
     space = load_space(TINY_SPACE)
     run_profile(fake_plugin.FakeBackend(), Settings(), space, FAKE_PROTOCOL, tmp_path / "p.json",
                 report=lambda *a: stages.append(a))
-    blocks = len(space.blocks(FAKE_PROTOCOL.model_depth))
+    blocks = len(space.blocks(FAKE_PROTOCOL.model_depth)) + FAKE_PROTOCOL.calibration_models  # timed together
     assert [s for s in stages if s[0] == "warm-up"] == [("warm-up", i, blocks) for i in range(1, blocks + 1)]
     assert [s[0] for s in stages].index("warm-up") > [s[0] for s in stages].index("prepare")
     assert stages[-1] == ("measure", FAKE_PROTOCOL.rounds, FAKE_PROTOCOL.rounds)

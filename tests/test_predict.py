@@ -157,8 +157,9 @@ def model_block(layer, layers: int):  # noqa: ANN001, ANN201
 
 
 def test_layers_are_priced_as_they_run_inside_models(make_profile) -> None:
-    """A layer inside a model costs more than alone: the first at model(1) minus the ends, each further one at
-    the growth per layer of a uniform model. Uniform models of the measured depths come out exactly."""
+    """A layer inside a model costs more than alone: each at the growth per layer of a uniform model, plus once
+    per model the mean of its layers' premia (model(1) minus the ends minus the growth). Uniform models of the
+    measured depths come out exactly."""
     table = LatencyTable.from_profile(make_profile(model_medians({(2, 128): (2.0, 6.5), (4, 128): (2.5, 8.0)}, 4)))
     def arch(*layers: tuple[int, int]) -> Architecture:
         return Architecture(hidden=64, heads=tuple(a for a, _ in layers), ffn=tuple(f for _, f in layers),
@@ -168,9 +169,12 @@ def test_layers_are_priced_as_they_run_inside_models(make_profile) -> None:
     assert predict_ms(arch(*[(4, 128)] * 4), table) == pytest.approx(8.0)
     assert predict_ms(arch((2, 128), (2, 128)), table) == pytest.approx(2.0 + 1.5)  # between the measured depths
     mixed = predict(arch((4, 128), (2, 128), (4, 128)), table)
-    assert mixed.total_ms == pytest.approx(2.5 + 1.5 + 5.5 / 3)
-    first = 2.5 - 0.1 - (0.3 - 0.1) - (0.2 - 0.1)
-    assert [ms for _, ms in mixed.parts] == pytest.approx([0.2, first, 1.5, 5.5 / 3, 0.1])
+    ends, growth = {2: 1.6, 4: 2.1}, {2: 1.5, 4: 5.5 / 3}  # model(1) - overhead - ends; (model(4) - model(1)) / 3
+    premium = (2 * (ends[4] - growth[4]) + ends[2] - growth[2]) / 3
+    assert mixed.total_ms == pytest.approx(0.1 + 0.3 + 2 * growth[4] + growth[2] + premium)
+    assert [ms for _, ms in mixed.parts] == pytest.approx(
+        [0.2, growth[4] + premium / 3, growth[2] + premium / 3, growth[4] + premium / 3, 0.1])
+    assert predict_ms(arch((2, 128), (4, 128), (4, 128)), table) == pytest.approx(mixed.total_ms)  # any order
 
 
 def test_a_model_depth_profile_without_a_deep_model_names_what_is_missing(make_profile) -> None:

@@ -231,7 +231,10 @@ def test_remeasurement_never_replaces_rounds_with_worse_ones() -> None:
 # --- resume of `latlab profile` ----------------------------------------------------------------------------
 
 def rounds_of(path: Path) -> dict[str, list[list[float]]]:
-    return {key: entry.rounds_ms for key, entry in load_profile(path).entries.items()}
+    """Every item's rounds: the blocks', and the calibration models' timed with them."""
+    profile = load_profile(path)
+    return {**{key: entry.rounds_ms for key, entry in profile.entries.items()},
+            **{f"calibration/{i}": m.rounds_ms for i, m in enumerate(profile.calibration.models)}}
 
 
 def test_interrupted_profile_resumes_without_measuring_finished_rounds_again(cli, user_error, fake_plugin,
@@ -334,5 +337,5 @@ def test_run_profile_reports_progress_per_round(fake_plugin, tmp_path) -> None:
     run_profile(fake_plugin.FakeBackend(), Settings(), load_space(TINY_SPACE), protocol, tmp_path / "p.json",
                 report=lambda *a: stages.append(a))
     assert [s for s in stages if s[0] == "measure"] == [("measure", i, 3) for i in (1, 2, 3)]
-    blocks = len(load_space(TINY_SPACE).blocks(protocol.model_depth))
+    blocks = len(load_space(TINY_SPACE).blocks(protocol.model_depth)) + protocol.calibration_models  # timed together
     assert ("prepare", blocks, blocks) in stages
