@@ -223,10 +223,14 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
 def say_calibration(calibration: Calibration) -> None:
     """The fit and what it changes on the models it was fitted on (the fit's own data: validate says the rest)."""
     before, after = (sum(map(abs, calibration.errors_pct(k))) / len(calibration.fitted)
-                     for k in (0.0, calibration.shape_change))
-    click.echo(f"calibration: each change of layer shape costs {calibration.shape_change:+.3f} x the model's mean "
-               f"layer growth (fitted on {len(calibration.fitted)} mixed models timed with their blocks; their MAPE "
-               f"{before:.2f}% -> {after:.2f}%)")
+                     for k in ((0.0, 0.0), calibration.fractions))
+    click.echo(f"calibration: {describe_calibration(calibration)} (fitted on {len(calibration.fitted)} mixed models "
+               f"timed with their blocks; their MAPE {before:.2f}% -> {after:.2f}%)")
+
+
+def describe_calibration(calibration: Calibration) -> str:
+    return (f"each change of layer shape costs {calibration.shape_change:.3f} x the model's mean growth more, each "
+            f"layer past the model depth {calibration.beyond_depth:.3f} x its growth more")
 
 
 @main.command()
@@ -302,7 +306,7 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
                                "estimated": bool(result.estimated),
                                "between": [{"batch": b, "seq_len": s} for b, s in result.between],
                                "overhead_estimated": overhead_key in result.estimated,
-                               "shape_changes_ms": result.shape_changes_ms,
+                               "calibrated_ms": result.calibrated_ms,
                                "parts": [{"block": k, "net_ms": ms, "estimated": k in result.estimated}
                                          for k, ms in result.parts]}, indent=1))
         return
@@ -316,8 +320,8 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
     for key, ms in [(overhead_key, result.overhead_ms), *result.parts]:
         label = "overhead" if key == overhead_key else key
         click.echo(f"  {label:<40} {ms:8.3f} ms" + ("  (estimate)" if key in result.estimated else ""))
-    if result.shape_changes_ms:
-        click.echo(f"  {'shape changes (calibrated)':<40} {result.shape_changes_ms:8.3f} ms")
+    if result.calibrated_ms:
+        click.echo(f"  {'calibrated: shape changes, depth':<40} {result.calibrated_ms:8.3f} ms")
 
 
 @main.command()
@@ -373,7 +377,7 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
                    f"within ±10% {arithmetic.within_10pct:.0%}")
     if loaded.calibration:
         plain, plain_same = validation.uncalibrated(), validation.uncalibrated(same_run=True)
-        click.echo(f"without the calibrated shape changes ({loaded.calibration.shape_change:+.3f} x mean growth each): "
+        click.echo(f"without the calibration ({describe_calibration(loaded.calibration)}): "
                    f"MAPE {plain.mape_pct:.2f}%, mean error {plain.mean_error_pct:+.2f}%"
                    + (f"; same run MAPE {plain_same.mape_pct:.2f}%, mean error {plain_same.mean_error_pct:+.2f}%, "
                       f"within ±5% {plain_same.within_5pct:.0%}" if plain_same else ""))

@@ -13,9 +13,9 @@ whole models of 1 and D layers (``protocol.model_depth``), and prices:
   ``model(1 layer) - embeddings - head - overhead - growth``. It is what the ends cost more in a model than alone,
   and it is a property of the model, not of its first layer: a model's layers in any order cost the same (measured:
   two-layer stacks AB and BA within 2% of each other), so the model takes the mean premium of its layers.
-- once per model, the cost of its shape changes: a neighbour with other heads or ffn costs ``shape_change`` x the
-  model's mean growth more, a fraction that ``latlab.calibration`` fits on whole models timed with the profile's
-  blocks (0 where a profile has no calibration).
+- calibrated costs (``latlab.calibration``, fitted on whole models timed with the profile's blocks; 0 where a
+  profile has none): each pair of neighbours that differ in heads or ffn costs ``shape_change`` x the model's mean
+  growth more, and each layer past depth D ``beyond_depth`` x its own growth more.
 
 A uniform model of 1 or D layers is therefore priced at its own measurement; other depths and mixed stacks are
 read off the same entries, layer by layer. Profiles with ``model_depth == 0`` price every layer alone.
@@ -53,6 +53,8 @@ class LatencyTable:
     overhead_ms: dict[tuple[int, int], float]  # (batch, seq_len) -> per-call overhead
     space_name: str
     shape_change: float = 0.0  # each change of layer shape between neighbours, as a fraction of the mean growth
+    beyond_depth: float = 0.0  # each layer past ``model_depth``, as a fraction of its growth
+    model_depth: int = 0
 
     @classmethod
     def from_profile(cls, profile: Profile) -> LatencyTable:
@@ -61,10 +63,10 @@ class LatencyTable:
         net = {b: ms - overhead.get((b.batch, b.seq_len), 0.0) for b, ms in medians.items() if b.kind != OVERHEAD}
         ends = {b: ms for b, ms in net.items() if b.kind in (EMBEDDINGS, HEAD)}
         depth = profile.protocol.model_depth
-        shape_change = profile.calibration.shape_change if profile.calibration else 0.0
+        calibrated = profile.calibration.fractions if profile.calibration else (0.0, 0.0)
         if not depth:
             layers = {b: ms for b, ms in net.items() if b.kind == LAYER}
-            return cls(ends, layers, layers, overhead, profile.space.name, shape_change)
+            return cls(ends, layers, layers, overhead, profile.space.name, *calibrated, depth)
         first, following = {}, {}
         for one in (b for b in net if b.kind == MODEL and b.layers == 1):
             layer = one._replace(kind=LAYER, vocab=0, labels=0, layers=0)
@@ -75,7 +77,7 @@ class LatencyTable:
             deep = one._replace(layers=depth)
             if deep in net:
                 following[layer] = (net[deep] - net[one]) / (depth - 1)
-        return cls(ends, first, following, overhead, profile.space.name, shape_change)
+        return cls(ends, first, following, overhead, profile.space.name, *calibrated, depth)
 
     @cached_property
     def grid(self) -> Grid:
@@ -125,7 +127,7 @@ class Prediction:
     # The keys of the parts (and of the overhead) interpolated, not read off a measurement; empty at a measured shape.
     estimated: frozenset[str] = frozenset()
     between: tuple[Shape, ...] = ()  # the measured (batch, seq_len) the estimates stand between
-    shape_changes_ms: float = 0.0  # the calibrated cost of neighbouring layers of different shapes (in total_ms)
+    calibrated_ms: float = 0.0  # the calibrated costs of shape changes and depth (latlab.calibration), in total_ms
 
 
 def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
@@ -137,17 +139,19 @@ def priced_blocks(arch: Architecture, model_depth: int) -> list[Block]:
     return list(found)
 
 
-def stack_ms(first: Sequence[float], growth: Sequence[float], changes: int, shape_change: float
+def stack_ms(first: Sequence[float], growth: Sequence[float], changes: int, table: LatencyTable
              ) -> tuple[list[float], float]:
-    """Each layer's net cost, its growth plus an equal share of the model's mean premium, and the cost of the
-    stack's ``changes`` of shape (see the module docstring)."""
+    """Each layer's net cost, its growth plus an equal share of the model's mean premium, and the stack's calibrated
+    costs (see the module docstring)."""
     count = len(growth)
     premium = sum(f - g for f, g in zip(first, growth)) / count
-    return [g + premium / count for g in growth], shape_change * changes * sum(growth) / count
+    deep = sum(growth[table.model_depth:]) if table.model_depth else 0.0
+    return ([g + premium / count for g in growth],
+            table.shape_change * changes * sum(growth) / count + table.beyond_depth * deep)
 
 
 def _costs(arch: Architecture, table: LatencyTable) -> tuple[list[tuple[Block, float]], float]:
-    """(block, net ms) in model order and the shape changes' ms; raises the table's one-line error for a block
+    """(block, net ms) in model order and the calibrated ms; raises the table's one-line error for a block
     it lacks."""
     embeddings, *layers, head = arch.blocks()
     try:
@@ -156,8 +160,8 @@ def _costs(arch: Architecture, table: LatencyTable) -> tuple[list[tuple[Block, f
         growth = [table.next_ms[b] for b in layers] if len(layers) > 1 else first  # one layer: what it measured
     except KeyError as exc:
         raise table.missing(exc.args[0]) from None
-    nets, changes_ms = stack_ms(first, growth, arch.shape_changes, table.shape_change)
-    return [(embeddings, ends[0]), *zip(layers, nets), (head, ends[1])], changes_ms
+    nets, calibrated_ms = stack_ms(first, growth, arch.shape_changes, table)
+    return [(embeddings, ends[0]), *zip(layers, nets), (head, ends[1])], calibrated_ms
 
 
 def _overhead(arch: Architecture, table: LatencyTable) -> float:
@@ -169,8 +173,8 @@ def _overhead(arch: Architecture, table: LatencyTable) -> float:
 
 def predict_ms(arch: Architecture, table: LatencyTable) -> float:
     """Total predicted milliseconds per call."""
-    costs, changes_ms = _costs(arch, table)
-    return _overhead(arch, table) + sum(ms for _, ms in costs) + changes_ms
+    costs, calibrated_ms = _costs(arch, table)
+    return _overhead(arch, table) + sum(ms for _, ms in costs) + calibrated_ms
 
 
 def predict(arch: Architecture, table: LatencyTable, interpolate: bool = False) -> Prediction:
@@ -178,10 +182,10 @@ def predict(arch: Architecture, table: LatencyTable, interpolate: bool = False) 
     is estimated (a measured shape is priced as without it); beyond them it is refused all the same."""
     if interpolate and table.between_shapes(arch.batch, arch.seq_len):
         return _estimated(arch, table)
-    costs, changes_ms = _costs(arch, table)  # first, so that a shape it lacks is named as in predict_ms
+    costs, calibrated_ms = _costs(arch, table)  # first, so that a shape it lacks is named as in predict_ms
     overhead = _overhead(arch, table)
-    return Prediction(overhead + sum(ms for _, ms in costs) + changes_ms, overhead,
-                      tuple((b.key, ms) for b, ms in costs), shape_changes_ms=changes_ms)
+    return Prediction(overhead + sum(ms for _, ms in costs) + calibrated_ms, overhead,
+                      tuple((b.key, ms) for b, ms in costs), calibrated_ms=calibrated_ms)
 
 
 def _estimated(arch: Architecture, table: LatencyTable) -> Prediction:
@@ -196,13 +200,13 @@ def _estimated(arch: Architecture, table: LatencyTable) -> Prediction:
             estimates[which, block] = table.estimate(which, block)
     first = [estimates["first", b].ms for b in layers]
     growth = [estimates["next", b].ms for b in layers] if len(layers) > 1 else first
-    nets, changes_ms = stack_ms(first, growth, arch.shape_changes, table.shape_change)
+    nets, calibrated_ms = stack_ms(first, growth, arch.shape_changes, table)
     parts = ((embeddings.key, estimates["ends", embeddings].ms), *((b.key, ms) for b, ms in zip(layers, nets)),
              (head.key, estimates["ends", head].ms))
     overhead_ms = estimates["overhead", overhead].ms
-    return Prediction(overhead_ms + sum(ms for _, ms in parts) + changes_ms, overhead_ms, parts,
+    return Prediction(overhead_ms + sum(ms for _, ms in parts) + calibrated_ms, overhead_ms, parts,
                       frozenset([overhead.key, *(key for key, _ in parts)]),
-                      tuple(sorted({shape for e in estimates.values() for shape in e.corners})), changes_ms)
+                      tuple(sorted({shape for e in estimates.values() for shape in e.corners})), calibrated_ms)
 
 
 @dataclass(frozen=True)
@@ -305,8 +309,10 @@ def predict_many(archs: Architectures, table: LatencyTable) -> np.ndarray:
     growth = np.where(used, following, 0.0).sum(axis=1)
     premium = np.where(used, first - following, 0.0).sum(axis=1) / count
     changes = (used[:, 1:] & ((archs.heads[:, 1:] != archs.heads[:, :-1]) | (archs.ffn[:, 1:] != archs.ffn[:, :-1])))
-    changes_ms = table.shape_change * changes.sum(axis=1) * growth / count
-    total = grid.overhead[b, s] + grid.ends[b, s, h] + growth + premium + changes_ms
+    deep = (np.where(used & (np.arange(used.shape[1]) >= table.model_depth), following, 0.0).sum(axis=1)
+            if table.model_depth else 0.0)
+    calibrated = table.shape_change * changes.sum(axis=1) * growth / count + table.beyond_depth * deep
+    total = grid.overhead[b, s] + grid.ends[b, s, h] + growth + premium + calibrated
     priced = (b_ok & s_ok & h_ok & (a_ok & f_ok | ~used).all(axis=1) & ~np.isnan(total)
               & (archs.layers >= 1) & (archs.layers <= archs.heads.shape[1]))
     if archs.vocab != grid.vocab or archs.labels != grid.labels:
@@ -320,11 +326,12 @@ def predict_many(archs: Architectures, table: LatencyTable) -> np.ndarray:
 
 
 def priced_calibration(calibration: Calibration, table: LatencyTable) -> Calibration:
-    """The calibration with each model's price without shape changes, and its shape-change term, read from
-    ``table`` (a table of the blocks timed in the models' rounds)."""
+    """The calibration with each model's uncalibrated price and its two calibrated terms read from ``table`` (a
+    table of the blocks timed in the models' rounds)."""
     models = []
     for model in calibration.models:
-        price = predict(model.arch, replace(table, shape_change=1.0))
-        models.append(replace(model, table_ms=price.total_ms - price.shape_changes_ms,
-                              changes_ms=price.shape_changes_ms))
+        plain = predict(model.arch, replace(table, shape_change=0.0, beyond_depth=0.0))
+        changes = predict(model.arch, replace(table, shape_change=1.0, beyond_depth=0.0)).calibrated_ms
+        deep = predict(model.arch, replace(table, shape_change=0.0, beyond_depth=1.0)).calibrated_ms
+        models.append(replace(model, table_ms=plain.total_ms, changes_ms=changes, deep_ms=deep))
     return replace(calibration, models=tuple(models))

@@ -18,9 +18,10 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     protocol         latlab.protocol.Protocol
     space            latlab.space.SearchSpace
     entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
-    calibration      null, or {blocks: "profile" | "re-timed", shape_change, models: [{arch, table_ms, changes_ms,
-                     rounds_ms}]}: mixed whole models timed with the blocks, fitting the cost of a change of layer
-                     shape (latlab.calibration); absent before it, read as null
+    calibration      null, or {blocks: "profile" | "re-timed", shape_change, beyond_depth, models: [{arch, table_ms,
+                     changes_ms, deep_ms, rounds_ms}]}: mixed whole models timed with the blocks, fitting what a
+                     change of layer shape and a layer past the model depth cost (latlab.calibration); absent
+                     before it, read as null
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
     transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu,
                      source_model_depth, measured: [block keys timed here], fit: {kind: {log_ratio, blocks, spread_pct,

@@ -30,8 +30,8 @@ class ArchResult:
     unstable: bool
     same_run_predicted_ms: float | None = None  # the same arithmetic on blocks re-timed in the same rounds
     estimated: bool = False  # priced between measured shapes (latlab.interpolate), not from its own shape
-    shape_changes_ms: float = 0.0  # the calibrated part of predicted_ms (latlab.calibration)
-    same_run_shape_changes_ms: float = 0.0  # and of same_run_predicted_ms
+    calibrated_ms: float = 0.0  # the calibrated part of predicted_ms (latlab.calibration)
+    same_run_calibrated_ms: float = 0.0  # and of same_run_predicted_ms
 
     @property
     def error_pct(self) -> float:
@@ -82,11 +82,11 @@ class Validation:
         return Accuracy.of([r.same_run_predicted_ms for r in self.rows], [r.measured.median_ms for r in self.rows])
 
     def uncalibrated(self, same_run: bool = False) -> Accuracy | None:
-        """The accuracy without the calibrated cost of shape changes: what the calibration adds, reported apart."""
+        """The accuracy without the calibrated costs: what the calibration adds, reported apart."""
         if same_run and self.same_run is None:
             return None
-        predicted = [r.same_run_predicted_ms - r.same_run_shape_changes_ms if same_run
-                     else r.predicted_ms - r.shape_changes_ms for r in self.rows]
+        predicted = [r.same_run_predicted_ms - r.same_run_calibrated_ms if same_run
+                     else r.predicted_ms - r.calibrated_ms for r in self.rows]
         return Accuracy.of(predicted, [r.measured.median_ms for r in self.rows])
 
     @cached_property
@@ -114,7 +114,7 @@ def recalibrate(profile: Profile, backend: Backend, count: int, protocol: Protoc
                                                     for i, a in enumerate(archs)},
                                  archs, protocol or profile.protocol, report, every_block=True)
     models = tuple(CalibrationModel(a, timed.rounds[f"calibration/{i}"]) for i, a in enumerate(archs))
-    return priced_calibration(Calibration(models, "re-timed"), replace(same_run_table(profile, timed.blocks), shape_change=0.0))
+    return priced_calibration(Calibration(models, "re-timed"), same_run_table(profile, timed.blocks))
 
 
 def run_validation(
@@ -140,8 +140,8 @@ def run_validation(
     now = same_run_table(profile, timed.blocks) if same_run else None
     again = [predict(a, now) if now else None for a in archs]
     rows = [ArchResult(a, p.total_ms, timed.stats[f"arch{i}"], f"arch{i}" in timed.unstable,
-                       q.total_ms if q else None, bool(p.estimated), p.shape_changes_ms,
-                       q.shape_changes_ms if q else 0.0)
+                       q.total_ms if q else None, bool(p.estimated), p.calibrated_ms,
+                       q.calibrated_ms if q else 0.0)
             for i, (a, p, q) in enumerate(zip(archs, predictions, again))]
     blocks_ms = {b.key: LatencyStats.from_rounds(r).median_ms for b, r in timed.blocks.items()} if same_run else None
     return Validation(rows, Accuracy.of([r.predicted_ms for r in rows], [r.measured.median_ms for r in rows]),
@@ -175,9 +175,10 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "drift_corrected": corrected and corrected.to_json(),
         "same_run": validation.same_run and validation.same_run.to_json(),
         "by_seq_len": {str(n): a.to_json() for n, a in validation.by_seq_len().items()},
-        # the same figures without the calibrated cost of shape changes (null: the profile has no calibration)
+        # the same figures without the calibrated costs (null: the profile has no calibration)
         "calibration": profile.calibration and {
             "shape_change": round(profile.calibration.shape_change, 5),
+            "beyond_depth": round(profile.calibration.beyond_depth, 5),
             "models": len(profile.calibration.fitted),
             "uncalibrated": validation.uncalibrated().to_json(),
             "same_run_uncalibrated": (validation.uncalibrated(same_run=True) or None) and
@@ -193,7 +194,7 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
                 "measured_p90_ms": round(r.measured.p90_ms, 4),
                 "error_pct": round(r.error_pct, 2),
                 "same_run_predicted_ms": rounded(r.same_run_predicted_ms, 4),
-                "shape_changes_ms": round(r.shape_changes_ms, 4),
+                "calibrated_ms": round(r.calibrated_ms, 4),
                 "estimated": r.estimated,
                 "unstable": r.unstable,
             }
