@@ -78,12 +78,19 @@ def remaining(profile: Profile) -> list[tuple[Block, int]]:
     return [(b, lacking[b] if lacking[b] > 0 else rounds) for b in todo]
 
 
+def planned_calibration(profile: Profile) -> Calibration | None:
+    """The profile's calibration, or a new one with no model timed yet when its protocol asks for models."""
+    if profile.calibration is None and profile.protocol.calibration_models:
+        archs = calibration_architectures(profile.space, profile.protocol.calibration_models)
+        return Calibration(tuple(CalibrationModel(a, []) for a in archs), "profile")
+    return profile.calibration
+
+
 def calibration_todo(profile: Profile) -> list[tuple[Architecture, int]]:
     """Each calibration model still to time (all of them in a fresh run), with the rounds it lacks."""
-    rounds = profile.protocol.rounds
-    if profile.calibration is None:
-        return [(a, rounds) for a in calibration_architectures(profile.space, profile.protocol.calibration_models)]
-    return [(m.arch, rounds - len(m.rounds_ms)) for m in profile.calibration.models if len(m.rounds_ms) < rounds]
+    rounds, calibration = profile.protocol.rounds, planned_calibration(profile)
+    return [(m.arch, rounds - len(m.rounds_ms)) for m in (calibration.models if calibration else ())
+            if len(m.rounds_ms) < rounds]
 
 
 def run_profile(
@@ -102,9 +109,7 @@ def continue_profile(backend: Backend, profile: Profile, out: Path, report: Repo
     """Measure what ``profile`` still lacks, the calibration models in the same rounds as the blocks (so drift cannot
     enter their fit), checkpointing after every round, then fit the calibration and mark the profile complete."""
     settings, protocol = profile.settings, profile.protocol
-    if profile.calibration is None and protocol.calibration_models:
-        archs = calibration_architectures(profile.space, protocol.calibration_models)
-        profile.calibration = Calibration(tuple(CalibrationModel(a, []) for a in archs), "profile")
+    profile.calibration = planned_calibration(profile)
     models = {f"calibration/{i}": m for i, m in enumerate(profile.calibration.models if profile.calibration else ())}
     blocks: list[Block] = profile.space.blocks(protocol.model_depth)
     done: dict[str, Rounds] = {**{k: e.rounds_ms for k, e in profile.entries.items()},
