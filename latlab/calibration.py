@@ -106,8 +106,7 @@ class Calibration:
                 for m in self.fitted]
 
     def to_json(self) -> dict[str, Any]:
-        return {"blocks": self.blocks, "shape_change": round(self.shape_change, 5),
-                "beyond_depth": round(self.beyond_depth, 5),
+        return {"blocks": self.blocks,  # the fractions are not stored: they follow from the models
                 "models": [{"arch": m.arch.to_json(), "table_ms": m.table_ms, "changes_ms": m.changes_ms,
                             "deep_ms": m.deep_ms, "rounds_ms": m.rounds_ms} for m in self.models]}
 

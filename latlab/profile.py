@@ -18,8 +18,8 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     protocol         latlab.protocol.Protocol
     space            latlab.space.SearchSpace
     entries          {block key: {block: {...}, stats: LatencyStats, rounds_ms: [[...], ...], unstable: bool}}
-    calibration      null, or {blocks: "profile" | "re-timed", shape_change, beyond_depth, models: [{arch, table_ms,
-                     changes_ms, deep_ms, rounds_ms}]}: mixed whole models timed with the blocks, fitting what a
+    calibration      null, or {blocks: "profile" | "re-timed", models: [{arch, table_ms, changes_ms, deep_ms,
+                     rounds_ms}]}: mixed whole models timed with the blocks, fitting (when read) what a
                      change of layer shape and a layer past the model depth cost (latlab.calibration); absent
                      before it, read as null
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
