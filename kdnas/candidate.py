@@ -32,6 +32,11 @@ class Candidate:
         return Architecture(hidden=self.hidden, heads=(self.heads,) * self.layers, ffn=(self.ffn,) * self.layers,
                             seq_len=space.seq_len[-1], batch=space.batch[0], labels=space.labels, vocab=space.vocab)
 
+    @classmethod
+    def of(cls, arch: Architecture) -> Candidate:
+        """A uniform architecture (as a BertConfig builds, e.g. the teacher) as a candidate."""
+        return cls(arch.layers, arch.hidden, arch.heads[0], arch.ffn[0])
+
     def to_json(self) -> dict[str, int]:
         return asdict(self)
 

@@ -83,16 +83,19 @@ def main() -> None:
 @click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray].")
 @click.option("--retries", type=click.IntRange(min=0), default=SearchRequest.retries, show_default=True,
               help="Attempts after a candidate's first failure (it raised or its worker died).")
+@click.option("--baselines", is_flag=True,
+              help="Also train, with the same final recipe, the teacher cut in depth and cut in width at the winner's "
+                   "predicted latency, and time them with the student.")
 def search(profile_path: str, teacher_dir: str | None, data_path: str | None, space_path: str | None,
            budget_ms: float | None, target_ratio: float | None, weight_under: float, weight_over: float, episodes: int,
            candidates: int, controller: str, epsilon: float, objective: str, init: str, mapping: str, seed: int,
            threads: int | None, out: str | None, resume: bool, quick: bool, executor: str, workers: int | None,
-           ray_address: str | None, retries: int) -> None:
+           ray_address: str | None, retries: int, baselines: bool) -> None:
     """Distill candidates on a proxy set, reward quality x latency, distill and measure the winner."""
     outcome = search_and_distill(
         SearchRequest(profile_path, teacher_dir, data_path, space_path, budget_ms, target_ratio, weight_under,
                       weight_over, episodes, candidates, controller, epsilon, objective, init, mapping, seed, threads,
-                      out, resume, quick, executor, workers, ray_address, retries),
+                      out, resume, quick, executor, workers, ray_address, retries, baselines),
         lambda line: err.print(line, highlight=False))
     latency = outcome.final.latency
     if latency is None:

@@ -91,9 +91,21 @@ class Projections(nn.Module):
                     linear.weight[:shared, :shared] = torch.eye(shared)
 
 
-def hidden_loss(student: States, teacher: States, mask: torch.Tensor, projections: Projections,
+SCORES = ("all", "layers", "last")  # which pairs a held-out score averages: every one, all but the embeddings, the last
+
+
+def scored(pairs: tuple[tuple[int, int], ...], score: str) -> list[int]:
+    """Positions in ``pairs`` that a held-out ``score`` averages."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    if score == "last":
+        return [len(pairs) - 1]
+    return [i for i, (s, _) in enumerate(pairs) if score == "all" or s > 0]
+
+
+def pair_losses(student: States, teacher: States, mask: torch.Tensor, projections: Projections,
                 variances: tuple[float, ...]) -> torch.Tensor:
-    """Mean over pairs of masked MSE(projected student, teacher) / teacher variance.
+    """Per pair, masked MSE(projected student, teacher) / teacher variance.
 
     Teacher states may be stored in another precision or device: only the mapped ones are converted.
     """
@@ -104,7 +116,13 @@ def hidden_loss(student: States, teacher: States, mask: torch.Tensor, projection
         target = teacher[t].to(student[s].device, student[s].dtype)
         error = (project(student[s]) - target).pow(2).mean(dim=-1, keepdim=True)
         losses.append((error * weight).sum() / tokens / variances[t])
-    return torch.stack(losses).mean()
+    return torch.stack(losses)
+
+
+def hidden_loss(student: States, teacher: States, mask: torch.Tensor, projections: Projections,
+                variances: tuple[float, ...]) -> torch.Tensor:
+    """What distillation minimises: the mean over pairs."""
+    return pair_losses(student, teacher, mask, projections, variances).mean()
 
 
 def student_states(student: nn.Module, batch: Batch) -> States:
@@ -141,14 +159,17 @@ def distill(student: nn.Module, teacher_layers: int, teacher_width: int, train: 
 
 
 @torch.no_grad()
-def held_out_loss(student: nn.Module, projections: Projections, targets: TeacherTargets, device: str = "cpu") -> float:
-    """The normalised distillation loss on data the student never trained on, token-weighted over batches."""
+def held_out_loss(student: nn.Module, projections: Projections, targets: TeacherTargets, device: str = "cpu",
+                  score: str = "all") -> float:
+    """The normalised distillation loss on data the student never trained on, token-weighted over batches,
+    averaged over the pairs ``score`` names."""
     student.eval()
+    keep = scored(projections.pairs, score)
     total, tokens = 0.0, 0.0
     for (ids, mask), states in targets:
         batch = (ids.to(device), mask.to(device))
         count = float(mask.sum())
-        loss = hidden_loss(student_states(student, batch), states, batch[1], projections, targets.variances)
-        total += float(loss) * count
+        losses = pair_losses(student_states(student, batch), states, batch[1], projections, targets.variances)
+        total += float(losses[keep].mean()) * count
         tokens += count
     return total / tokens

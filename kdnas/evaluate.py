@@ -34,6 +34,7 @@ class EvalSettings:
     batch_size: int = 16
     init: str = "sliced"
     objective: str = "distill"  # distill: quality = 1 - held-out loss; labelled: held-out accuracy after fine-tuning
+    score: str = "all"  # the pairs the held-out loss averages (kdnas.distill.SCORES)
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=20))
     device: str = "cpu"
@@ -95,7 +96,7 @@ def evaluate(candidate: Candidate, settings: EvalSettings) -> CandidateResult:
     projections = distill(model.bert, teacher.num_hidden_layers, teacher.hidden_size, lambda: context.train,
                           context.train.variances, settings.distill, settings.device,
                           sliced=settings.init == "sliced")
-    loss = held_out_loss(model.bert, projections, context.held_out, settings.device)
+    loss = held_out_loss(model.bert, projections, context.held_out, settings.device, settings.score)
     correct = None
     if settings.objective == "labelled":
         finetune(model, context.labelled_train, settings.finetune, settings.device)

@@ -1,27 +1,38 @@
-"""The last step of a search: distill the winner on the whole training split, fine-tune student and teacher the
-same way on the labelled task, compare test accuracy, export the student, and measure both on the profile's
-backend and settings."""
+"""The last step of a search, and of every student compared with it (``kdnas baselines``): a recipe good enough
+to ship, run the same way for any candidate.
+
+1. The teacher is fine-tuned on the labelled task once (early stopping on the validation split) and kept in the
+   run folder's ``teacher/``; its test accuracy is the reference, its logits the soft labels.
+2. Per seed, the student is sliced from that fine-tuned teacher, distilled on the whole training split through
+   its hidden states (``distill.py``), then trained on the labels and the teacher's soft labels until the
+   validation accuracy stops improving.
+3. Everything trains at the sequence length the latency was priced at. Test accuracy is reported per seed; the
+   seed with the best validation accuracy is the one saved, exported and timed.
+"""
 
 from __future__ import annotations
 
 import math
 import shutil
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from transformers import BertForSequenceClassification
+import torch
+from transformers import BertForSequenceClassification, PreTrainedTokenizerBase
 
 from backends.onnx_export import export_onnx
 from kdnas.candidate import Candidate
-from kdnas.data import load_classifier, load_data, load_teacher, split
-from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss, teacher_states
+from kdnas.data import Splits, load_classifier, load_data, load_teacher, split
+from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss
 from kdnas.evaluate import EvalSettings, text_batches
-from kdnas.finetune import FinetuneConfig, accuracy, batches, finetune
+from kdnas.finetune import LabelledBatch, TaskConfig, TaskOutcome, accuracy, batches, train_task
 from kdnas.measure import LogitsOnly, Timing, time_models
-from kdnas.run_folder import ONNX_FILE, STUDENT_DIR
-from kdnas.student import build_student, count_parameters
+from kdnas.run_folder import ONNX_FILE, STUDENT_DIR, TEACHER_DIR
+from kdnas.student import build_student, count_parameters, slice_from
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
 from latlab.modules import example_ids
@@ -30,25 +41,76 @@ from latlab.protocol import Protocol
 from latlab.space import SearchSpace
 from latlab.stats import LatencyStats
 
+Say = Callable[[str], None]  # one progress line
+
 
 @dataclass(frozen=True)
 class FinalConfig:
-    epochs: float = 1.0  # passes over the training split for the full distillation
+    epochs: float = 1.0  # passes over the training split for the hidden-state distillation
     distill: DistillConfig = DistillConfig(lr=1e-3, freeze_word_embeddings=False)
-    finetune: FinetuneConfig = FinetuneConfig(steps=60)
+    student: TaskConfig = TaskConfig(max_epochs=6, patience=1, soft_weight=0.5)
+    teacher: TaskConfig = TaskConfig(max_epochs=3, patience=1)
+    seeds: int = 3  # students trained from seeds seed, seed + 1, ...: accuracy is reported as mean ± sd
+    seq_len: int | None = None  # None: the length the space prices
     protocol: Protocol | None = None  # None: the profile's own protocol
 
 
 @dataclass(frozen=True)
-class FinalResult:
+class SeedResult:
+    seed: int
+    held_out_loss: float  # normalised hidden-state loss on the validation split
+    task: TaskOutcome | None  # None without labels
+    test_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One candidate through the final recipe: a result per seed, the best-validated seed's model kept."""
+
     candidate: Candidate
-    student_parameters: int
-    teacher_parameters: int
+    seeds: tuple[SeedResult, ...]
+    model: BertForSequenceClassification
     distill_steps: int
-    held_out_loss: float
-    student_accuracy: float | None
+    parameters: int
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [s.test_accuracy for s in self.seeds if s.test_accuracy is not None]
+
+    @property
+    def accuracy(self) -> float | None:
+        return statistics.mean(self.accuracies) if self.accuracies else None
+
+    @property
+    def accuracy_sd(self) -> float | None:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The teacher fine-tuned on the task, with what every student's training reads from it."""
+
+    model: BertForSequenceClassification
+    tokenizer: PreTrainedTokenizerBase
+    splits: Splits
+    seq_len: int
+    train: list[LabelledBatch] | None
+    validation: list[LabelledBatch] | None
+    test: list[LabelledBatch] | None
+    soft: list[torch.Tensor] | None  # its logits on each training batch
+    hidden_train: TeacherTargets
+    hidden_validation: TeacherTargets
+    test_accuracy: float | None
+    task: TaskOutcome | None  # None when it was read back from the run folder
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    trained: Trained
+    baselines: dict[str, Trained]  # hand-designed students at the winner's latency, by family (``--baselines``)
+    teacher_parameters: int
     teacher_accuracy: float | None
-    latency: Timing | None  # student and teacher; None when the profile's backend cannot run here
+    latency: Timing | None  # student, baselines and teacher; None when the profile's backend cannot run here
     not_measured: str  # why latency was not measured, else ""
     seconds: float
 
@@ -61,9 +123,32 @@ class FinalResult:
         return self.latency.rows["teacher"].measured if self.latency else None
 
 
-def save_student(model: BertForSequenceClassification, tokenizer: object, folder: Path) -> None:
-    """Write into a temporary sibling, then rename: a crash never leaves a half-written student/."""
-    staging = Path(tempfile.mkdtemp(prefix=".student.", dir=folder.parent))
+BASELINE_FAMILIES = {
+    "fewer layers": "the teacher's width, fewer layers (DistilBERT-style)",
+    "narrower": "the teacher's depth, a smaller width (TinyBERT/MiniLM-style)",
+}
+
+
+def baseline_candidates(winner: Candidate, teacher: Candidate, priced: dict[Candidate, float]) -> dict[str, Candidate]:
+    """Per family, the member of the space whose predicted latency is closest to the winner's (on a tie, the one
+    with more parameters): hand-made students of equal latency, the comparison KD-NAS claims to win."""
+    families = {
+        "fewer layers": [c for c in priced if (c.hidden, c.heads, c.ffn) == (teacher.hidden, teacher.heads, teacher.ffn)
+                         and c.layers < teacher.layers],
+        "narrower": [c for c in priced if c.layers == teacher.layers and c.hidden < teacher.hidden],
+    }
+    picked = {}
+    for family, members in families.items():
+        if not members:
+            raise LatlabError(f"--baselines: the space has no {BASELINE_FAMILIES[family]} student of teacher "
+                              f"{teacher.name}; search a space that holds the teacher's shape")
+        picked[family] = min(members, key=lambda c: (abs(priced[c] - priced[winner]), -c.hidden * c.ffn, -c.heads))
+    return picked
+
+
+def save_model(model: BertForSequenceClassification, tokenizer: object, folder: Path) -> None:
+    """Write into a temporary sibling, then rename: a crash never leaves a half-written model folder."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -74,43 +159,96 @@ def save_student(model: BertForSequenceClassification, tokenizer: object, folder
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
-              space: SearchSpace, out: Path) -> FinalResult:
-    """``space`` is the one the search priced: the student is exported and timed at its deployment shape."""
-    started = time.perf_counter()
+@torch.no_grad()
+def logits(model: BertForSequenceClassification, batch: LabelledBatch, device: str) -> torch.Tensor:
+    ids, mask, _ = batch
+    return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
+
+
+def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, folder: Path, say: Say) -> Teacher:
+    """The teacher fine-tuned on the task, read back from ``folder/teacher`` when an earlier step left it there."""
     device = settings.device
-    teacher, tokenizer = load_teacher(settings.teacher_dir)
-    teacher.to(device)
+    _, tokenizer = load_teacher(settings.teacher_dir)
     splits = split(load_data(settings.data_path))
     labels = max(len(splits.train.label_names), 1)
-    train = text_batches(tokenizer, splits.train.texts, settings.seq_len, settings.batch_size)
-    held_out = TeacherTargets.compute(teacher, text_batches(tokenizer, splits.validation.texts, settings.seq_len,
-                                                            settings.batch_size))
-    student = build_student(candidate, teacher, labels, settings.init, seed=config.distill.seed)
-    steps = max(1, math.ceil(config.epochs * len(train)))
-    distill_config = replace(config.distill, mapping=settings.distill.mapping, steps=steps)
-    projections = distill(student.bert, teacher.config.num_hidden_layers, teacher.config.hidden_size,
-                          lambda: ((b, teacher_states(teacher, b)) for b in train), held_out.variances,
-                          distill_config, device, sliced=settings.init == "sliced")
-    loss = held_out_loss(student.bert, projections, held_out, device)
+    labelled = splits.train.labels is not None
+    train, validation, test = ((batches(tokenizer, data, seq_len, settings.batch_size)
+                                for data in (splits.train, splits.validation, splits.test)) if labelled
+                               else (None, None, None))
+    saved, task = folder / TEACHER_DIR, None
+    if (saved / "config.json").is_file():
+        model = load_classifier(saved, "fine-tuned teacher", labels)
+        say(f"teacher: the fine-tuned one in {saved}")
+    else:
+        model = load_classifier(Path(settings.teacher_dir), "teacher", labels)
+        if labelled:
+            say(f"teacher: fine-tuning on {len(splits.train.texts)} texts at seq_len {seq_len} "
+                f"(at most {config.teacher.max_epochs:g} epochs)")
+            task = train_task(model, train, validation, config.teacher, device=device,
+                              on_epoch=lambda epoch, score: say(f"  teacher epoch {epoch}: validation {score:.1%}"))
+        save_model(model.cpu(), tokenizer, saved)
+    model.to(device).eval()
+    text = lambda data: text_batches(tokenizer, data.texts, seq_len, settings.batch_size)  # noqa: E731
+    hidden_train = TeacherTargets.compute(model.bert, text(splits.train))
+    hidden_validation = TeacherTargets.compute(model.bert, text(splits.validation), variance_from=hidden_train)
+    return Teacher(model, tokenizer, splits, seq_len, train, validation, test,
+                   [logits(model, b, device) for b in train] if labelled else None, hidden_train, hidden_validation,
+                   accuracy(model, test, device) if labelled else None, task)
 
-    student_acc = teacher_acc = None
-    classifier = load_classifier(Path(settings.teacher_dir), "teacher", labels)
-    if splits.train.labels is not None:
-        tune = batches(tokenizer, splits.train, settings.seq_len, settings.batch_size)
-        test = batches(tokenizer, splits.test, settings.seq_len, settings.batch_size)
-        for model in (student, classifier):
-            finetune(model, tune, config.finetune, device)
-        student_acc, teacher_acc = accuracy(student, test, device), accuracy(classifier, test, device)
 
-    student.cpu().eval()
-    save_student(student, tokenizer, out / STUDENT_DIR)
+def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings, config: FinalConfig,
+                  say: Say) -> Trained:
+    """The final recipe for one candidate, once per seed; the model kept is the best-validated seed's."""
+    device, base = settings.device, config.distill.seed
+    steps = max(1, math.ceil(config.epochs * len(teacher.hidden_train.batches)))
+    labels = teacher.model.config.num_labels
+    results: list[SeedResult] = []
+    kept, kept_score = None, -1.0
+    for seed in range(base, base + config.seeds):
+        student = build_student(candidate, teacher.model.bert, labels, settings.init, seed=seed)
+        if settings.init == "sliced":
+            slice_from(student.classifier, teacher.model.classifier, {})
+        projections = distill(student.bert, teacher.model.config.num_hidden_layers, teacher.model.config.hidden_size,
+                              lambda: teacher.hidden_train, teacher.hidden_train.variances,
+                              replace(config.distill, mapping=settings.distill.mapping, steps=steps, seed=seed),
+                              device, sliced=settings.init == "sliced")
+        loss = held_out_loss(student.bert, projections, teacher.hidden_validation, device)
+        task = test = None
+        if teacher.train is not None:
+            task = train_task(student, teacher.train, teacher.validation, replace(config.student, seed=seed),
+                              teacher.soft, device)
+            test = accuracy(student, teacher.test, device)
+        results.append(SeedResult(seed, loss, task, test))
+        score = task.validation_accuracy if task else -loss
+        say(f"  {candidate.name} seed {seed}: hidden-state loss {loss:.3f}"
+            + (f", {task.best_epoch}/{len(task.validation)} epochs kept, validation {task.validation_accuracy:.1%}, "
+               f"test {test:.1%}" if task else ""))
+        if kept is None or score > kept_score:
+            kept, kept_score = student, score
+    return Trained(candidate, tuple(results), kept.cpu().eval(), steps, count_parameters(kept.bert))
+
+
+def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
+              space: SearchSpace, out: Path, baselines: dict[str, Candidate] | None = None,
+              say: Say = lambda _: None) -> FinalResult:
+    """``space`` is the one the search priced: every model trains, is exported and is timed at its deployment
+    shape. ``baselines`` go through the same recipe and are timed in the same rounds as the student."""
+    started = time.perf_counter()
+    teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say)
+    trained = train_student(candidate, teacher, settings, config, say)
+    save_model(trained.model, teacher.tokenizer, out / STUDENT_DIR)
     example = (example_ids(candidate.architecture(space)),)
-    write_bytes(out / ONNX_FILE, export_onnx(LogitsOnly(student).eval(), example))
+    write_bytes(out / ONNX_FILE, export_onnx(LogitsOnly(trained.model).eval(), example))
+    others = {}
+    for family, baseline in (baselines or {}).items():
+        say(f"baseline ({BASELINE_FAMILIES[family]}): {baseline.name}")
+        others[family] = train_student(baseline, teacher, settings, config, say)
+    classifier = teacher.model.cpu().eval()
+    models = {"student": trained.model, **{family: t.model for family, t in others.items()}, "teacher": classifier}
     try:
-        latency = time_models(profile, {"student": student, "teacher": classifier}, space, config.protocol)
+        latency = time_models(profile, models, space, config.protocol)
         reason = ""
     except LatlabError as exc:
         latency, reason = None, str(exc)
-    return FinalResult(candidate, count_parameters(student.bert), count_parameters(teacher), steps, loss, student_acc,
-                       teacher_acc, latency, reason, time.perf_counter() - started)
+    return FinalResult(trained, others, count_parameters(classifier.bert), teacher.test_accuracy, latency, reason,
+                       time.perf_counter() - started)

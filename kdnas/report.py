@@ -6,9 +6,9 @@ import io
 import json
 from pathlib import Path
 
-from kdnas.final import FinalResult
+from kdnas.final import BASELINE_FAMILIES, FinalResult, Trained
 from kdnas.measure import Timing
-from kdnas.run_folder import LOG_FILE, PLOT_FILE, REPORT_FILE, Record
+from kdnas.run_folder import FINAL_FILE, LOG_FILE, PLOT_FILE, REPORT_FILE, Record
 from kdnas.search import SearchPlan
 from latlab.atomic import write_bytes, write_text
 from latlab.profile import Profile
@@ -73,6 +73,18 @@ def ms(value: float | None) -> str:
     return f"{value:.3f}" if value is not None else "n/a"
 
 
+def accuracy_text(mean: float | None, sd: float | None = None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean * 100:.1f}%" + (f" ± {sd * 100:.1f}" if sd is not None else "")
+
+
+def seeds_text(trained: Trained, what: str) -> str:
+    """Per seed, in seed order: ``loss`` (held-out hidden-state loss) or ``test`` (test accuracy)."""
+    values = [f"{s.held_out_loss:.3f}" if what == "loss" else accuracy_text(s.test_accuracy) for s in trained.seeds]
+    return ", ".join(values)
+
+
 def latency_sentence(predicted_ms: float, latency: Timing) -> str:
     measured = latency.rows["student"].measured
     found = (f"Student predicted vs measured: {signed_pct(latency.error_pct('student'))} (predicted {predicted_ms:.3f} "
@@ -86,6 +98,49 @@ def latency_sentence(predicted_ms: float, latency: Timing) -> str:
                     f"{signed_pct(latency.error_pct('student', drift_corrected=True))}.")
 
 
+def model_rows(final: FinalResult) -> list[dict]:
+    """Teacher, student and baselines side by side: what ``final.json`` holds and the report's comparison shows."""
+    timed = final.latency.rows if final.latency else {}
+    teacher_ms = timed["teacher"].measured.median_ms if "teacher" in timed else None
+    rows = []
+    for name, trained in {"student": final.trained, **final.baselines}.items():
+        row = timed.get(name)
+        rows.append({"model": name, "architecture": trained.candidate.name, "parameters": trained.parameters,
+                     "predicted_ms": row.predicted_ms if row else None,
+                     "measured_median_ms": row.measured.median_ms if row else None,
+                     "measured_speedup": teacher_ms / row.measured.median_ms if row and teacher_ms else None,
+                     "test_accuracy": trained.accuracy, "test_accuracy_sd": trained.accuracy_sd,
+                     "test_accuracy_per_seed": trained.accuracies,
+                     "of_teacher": trained.accuracy / final.teacher_accuracy
+                     if trained.accuracy is not None and final.teacher_accuracy else None})
+    return rows
+
+
+def final_json(final: FinalResult) -> dict:
+    timed = final.latency.rows if final.latency else {}
+    return {"teacher": {"parameters": final.teacher_parameters, "test_accuracy": final.teacher_accuracy,
+                        "predicted_ms": timed["teacher"].predicted_ms if "teacher" in timed else None,
+                        "measured_median_ms": timed["teacher"].measured.median_ms if "teacher" in timed else None},
+            "models": model_rows(final), "drift_pct": final.latency.drift_pct if final.latency else None,
+            "not_measured": final.not_measured, "seconds": final.seconds}
+
+
+def comparison_lines(final: FinalResult) -> list[str]:
+    """The student against the hand-designed baselines (``--baselines``), all timed in the same rounds."""
+    if not final.baselines:
+        return []
+    lines = ["## Against hand-designed students at the same latency", "",
+             "| model | architecture | parameters | predicted ms | measured median ms | measured speedup | "
+             "test accuracy | of teacher |", "|---|---|---|---|---|---|---|---|"]
+    for row in model_rows(final):
+        speedup = f"{row['measured_speedup']:.2f}x" if row["measured_speedup"] else "n/a"
+        lines.append(f"| {row['model']} | {row['architecture']} | {row['parameters']:,} | {ms(row['predicted_ms'])} | "
+                     f"{ms(row['measured_median_ms'])} | {speedup} | "
+                     f"{accuracy_text(row['test_accuracy'], row['test_accuracy_sd'])} | "
+                     f"{'n/a' if row['of_teacher'] is None else format(row['of_teacher'], '.1%')} |")
+    return lines + ["", *(f"- {family}: {why}" for family, why in BASELINE_FAMILIES.items()), ""]
+
+
 def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], chosen: Record, final: FinalResult,
                     teacher_predicted: float | None) -> str:
     s_ms = final.student_ms.median_ms if final.student_ms else None
@@ -93,7 +148,7 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
     latency = final.latency
     speed_pred = f"{teacher_predicted / chosen.predicted_ms:.2f}x" if teacher_predicted else "n/a"
     speed_meas = f"{t_ms / s_ms:.2f}x" if s_ms and t_ms else "n/a"
-    acc = lambda a: f"{a * 100:.1f}%" if a is not None else "n/a"  # noqa: E731
+    trained = final.trained
     lines = [
         f"# KD-NAS search: {chosen.candidate.name}",
         "",
@@ -102,19 +157,23 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
         "",
         "| | teacher | student | student / teacher |",
         "|---|---|---|---|",
-        f"| parameters (encoder) | {final.teacher_parameters:,} | {final.student_parameters:,} | "
-        f"{pct(final.student_parameters, final.teacher_parameters)} |",
+        f"| parameters (encoder) | {final.teacher_parameters:,} | {trained.parameters:,} | "
+        f"{pct(trained.parameters, final.teacher_parameters)} |",
         f"| predicted ms | {ms(teacher_predicted)} | {ms(chosen.predicted_ms)} | speedup {speed_pred} |",
         f"| measured median ms | {ms(t_ms)} | {ms(s_ms)} | speedup {speed_meas} |",
-        f"| test accuracy | {acc(final.teacher_accuracy)} | {acc(final.student_accuracy)} | "
-        f"{pct(final.student_accuracy, final.teacher_accuracy)} of teacher |",
+        f"| test accuracy | {accuracy_text(final.teacher_accuracy)} | "
+        f"{accuracy_text(trained.accuracy, trained.accuracy_sd)} | {pct(trained.accuracy, final.teacher_accuracy)} "
+        "of teacher |",
         "",
         latency_sentence(chosen.predicted_ms, latency) if latency else f"Latency not measured: {final.not_measured}.",
         f"Reward target {plan.reward.target_ms:.3f} ms"
         + (f", hard budget {plan.reward.budget_ms:.3f} ms" if plan.reward.budget_ms is not None else "") + ".",
-        f"Full distillation: {final.distill_steps} steps, held-out normalised loss {final.held_out_loss:.3f} "
-        f"(proxy loss in the search {chosen.proxy_loss:.3f}); final stage {final.seconds:.0f} s.",
+        f"Final recipe ({len(trained.seeds)} seed(s); the teacher fine-tuned once): hidden-state distillation "
+        f"{trained.distill_steps} steps per seed, held-out normalised loss {seeds_text(trained, 'loss')} (proxy loss "
+        f"in the search {chosen.proxy_loss:.3f}); test accuracy per seed {seeds_text(trained, 'test')}; the saved and "
+        f"timed student is the seed with the best validation accuracy. Final stage {final.seconds:.0f} s.",
         "",
+        *comparison_lines(final),
         "## Settings",
         "",
         f"- {plan.reward.describe()}",
@@ -134,5 +193,6 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
     return "\n".join(lines)
 
 
-def write_report(out: Path, text: str) -> None:
+def write_report(out: Path, text: str, final: FinalResult) -> None:
     write_text(out / REPORT_FILE, text)
+    write_text(out / FINAL_FILE, json.dumps(final_json(final), indent=1) + "\n")

@@ -105,8 +105,9 @@ def read_log(out: Path) -> list[dict]:
 
 
 def test_search_writes_every_output(finished: Path) -> None:
-    for name in ("search.jsonl", "pareto.png", "report.md", "student.onnx", "run.json"):
+    for name in ("search.jsonl", "pareto.png", "report.md", "student.onnx", "run.json", "final.json"):
         assert (finished / name).stat().st_size > 0, name
+    assert (finished / "teacher" / "config.json").is_file()  # the fine-tuned teacher, reused on --resume
     log = read_log(finished)
     assert len(log) == 6 and {r["episode"] for r in log} == {1, 2}  # --quick: 2 episodes x 3 candidates
     assert len({json.dumps(r["candidate"]) for r in log}) == 6  # never the same candidate twice
@@ -118,6 +119,23 @@ def test_search_writes_every_output(finished: Path) -> None:
     report = (finished / "report.md").read_text()
     assert "reward = quality x (predicted_ms /" in report and "measured median ms" in report
     assert not [p for p in finished.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_baselines_go_through_the_same_recipe_and_are_timed_with_the_student(setup: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, search_args(setup, out, "--baselines"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    figures = json.loads((out / "final.json").read_text())
+    rows = {row["model"]: row for row in figures["models"]}
+    assert list(rows) == ["student", "fewer layers", "narrower"]
+    teacher_shape = (32, 2, 64)  # the tiny teacher: hidden 32, 2 heads, ffn 64, 2 layers
+    assert rows["fewer layers"]["architecture"] == "L1-h{}-a{}-f{}".format(*teacher_shape)
+    assert rows["narrower"]["architecture"].startswith("L2-h16-")
+    for row in rows.values():
+        assert row["measured_median_ms"] > 0 and 0 <= row["test_accuracy"] <= 1 and row["parameters"] > 0
+    report = (out / "report.md").read_text()
+    assert "Against hand-designed students at the same latency" in report and "| narrower | L2-h16-" in report
 
 
 def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], finished: Path,

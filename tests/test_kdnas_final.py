@@ -1,0 +1,90 @@
+"""The final recipe's parts on toy models: the soft-label loss, early stopping that keeps the best epoch, and the
+choice of hand-designed baselines at the winner's latency."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from kdnas.candidate import Candidate
+from kdnas.final import baseline_candidates
+from kdnas.finetune import TaskConfig, accuracy, task_loss, train_task
+from latlab.errors import LatlabError
+
+
+class Toy(nn.Module):
+    """A classifier of the first token: learns ``label = token % 2`` in a few steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = nn.Embedding(16, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.table(input_ids[:, 0]))
+
+
+def labelled(flip: bool = False, count: int = 8) -> list:
+    generator = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(0, 16, (8, 4), generator=generator)
+        labels = ids[:, 0] % 2
+        out.append((ids, torch.ones_like(ids), 1 - labels if flip else labels))
+    return out
+
+
+def test_the_soft_label_term_is_zero_when_the_student_already_matches_the_teacher() -> None:
+    logits, labels = torch.tensor([[2.0, -1.0], [0.5, 0.3]]), torch.tensor([0, 1])
+    hard = nn.functional.cross_entropy(logits, labels)
+    assert task_loss(logits, labels, None, TaskConfig(soft_weight=0.5)) == pytest.approx(float(hard))
+    assert task_loss(logits, labels, logits, TaskConfig(soft_weight=0.5)) == pytest.approx(0.5 * float(hard), abs=1e-6)
+    other = torch.tensor([[-2.0, 1.0], [0.5, 0.3]])  # a teacher that disagrees pulls the loss up
+    assert task_loss(logits, labels, other, TaskConfig(soft_weight=0.5)) > 0.5 * float(hard) + 0.1
+
+
+def test_training_stops_after_patience_epochs_without_progress_and_keeps_the_best_epoch() -> None:
+    train, wrong = labelled(), labelled(flip=True)  # validation labels are the opposite: learning makes it worse
+    model = Toy()
+    outcome = train_task(model, train, wrong, TaskConfig(max_epochs=10, patience=2, lr=0.5))
+    assert len(outcome.validation) == outcome.best_epoch + 2 < 10  # stopped early, two epochs after its best
+    assert outcome.steps == len(outcome.validation) * len(train)
+    assert outcome.validation_accuracy == max(outcome.validation)
+    assert accuracy(model, wrong) == pytest.approx(outcome.validation_accuracy)  # the best epoch's weights came back
+
+
+def test_training_that_keeps_improving_runs_every_epoch_and_a_share_of_an_epoch_is_honoured() -> None:
+    train = labelled()
+    outcome = train_task(Toy(), train, train, TaskConfig(max_epochs=3, patience=3, lr=0.5))
+    assert len(outcome.validation) == 3 and outcome.steps == 3 * len(train)
+    assert outcome.validation_accuracy == 1.0
+    part = train_task(Toy(), train, train, TaskConfig(max_epochs=0.25, lr=0.5))
+    assert part.steps == 2 and len(part.validation) == 1
+
+
+def test_the_same_seed_trains_the_same_weights() -> None:
+    first, second = Toy(), Toy()
+    for model in (first, second):
+        train_task(model, labelled(), labelled(), TaskConfig(max_epochs=2, lr=0.1, seed=3))
+    assert torch.equal(first.table.weight, second.table.weight)
+
+
+def test_baselines_are_the_teacher_cut_in_depth_and_in_width_closest_to_the_winners_latency() -> None:
+    teacher = Candidate(6, 384, 12, 1536)
+    priced = {Candidate(layers, hidden, heads, ffn): layers * (hidden * ffn) / 1e5
+              for layers in range(1, 7) for hidden, heads, ffn in ((384, 12, 1536), (256, 4, 1024), (128, 2, 512),
+                                                                   (128, 4, 512))}
+    winner = Candidate(2, 256, 4, 1024)  # 5.24 "ms"
+    picked = baseline_candidates(winner, teacher, priced)
+    assert picked["fewer layers"] == Candidate(1, 384, 12, 1536)  # 5.90: the closest of the teacher's width
+    # 6 x 128 x 512 = 3.93 either way: the tie goes to more heads, never to the order of the dict
+    assert picked["narrower"] == Candidate(6, 128, 4, 512)
+
+
+def test_a_space_without_the_teachers_shape_cannot_give_baselines() -> None:
+    priced = {Candidate(2, 128, 2, 512): 1.0, Candidate(6, 128, 2, 512): 3.0}
+    with pytest.raises(LatlabError, match="fewer layers.*teacher L6-h384-a12-f1536"):
+        baseline_candidates(Candidate(2, 128, 2, 512), Candidate(6, 384, 12, 1536), priced)
