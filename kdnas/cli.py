@@ -21,6 +21,7 @@ from kdnas.measure import figure_rows, load_priceable, model_folders, time_model
 from kdnas.report import signed_pct
 from kdnas.run import TARGET_RATIO, SearchRequest, search_and_distill
 from kdnas.student import INITS
+from kdnas.sweep import PLOT, TABLE, points, sweep, table, write_pareto
 from latlab.atomic import write_json
 from latlab.console import Group, err, profile_to_measure_with, progress_bar
 from latlab.outputs import check_output_files
@@ -86,16 +87,18 @@ def main() -> None:
 @click.option("--baselines", is_flag=True,
               help="Also train, with the same final recipe, the teacher cut in depth and cut in width at the winner's "
                    "predicted latency, and time them with the student.")
+@click.option("--final-seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds of the final recipe per trained student; accuracy is their mean ± sd [default: 3; 1 with --quick].")
 def search(profile_path: str, teacher_dir: str | None, data_path: str | None, space_path: str | None,
            budget_ms: float | None, target_ratio: float | None, weight_under: float, weight_over: float, episodes: int,
            candidates: int, controller: str, epsilon: float, objective: str, init: str, mapping: str, seed: int,
            threads: int | None, out: str | None, resume: bool, quick: bool, executor: str, workers: int | None,
-           ray_address: str | None, retries: int, baselines: bool) -> None:
+           ray_address: str | None, retries: int, baselines: bool, final_seeds: int | None) -> None:
     """Distill candidates on a proxy set, reward quality x latency, distill and measure the winner."""
     outcome = search_and_distill(
         SearchRequest(profile_path, teacher_dir, data_path, space_path, budget_ms, target_ratio, weight_under,
                       weight_over, episodes, candidates, controller, epsilon, objective, init, mapping, seed, threads,
-                      out, resume, quick, executor, workers, ray_address, retries, baselines),
+                      out, resume, quick, executor, workers, ray_address, retries, baselines, final_seeds),
         lambda line: err.print(line, highlight=False))
     latency = outcome.final.latency
     if latency is None:
@@ -109,6 +112,51 @@ def search(profile_path: str, teacher_dir: str | None, data_path: str | None, sp
     chosen = outcome.chosen
     click.echo(f"{outcome.folder}: {chosen.candidate.name}, predicted {chosen.predicted_ms:.3f} ms, {measured}; "
                f"{outcome.seconds:.0f} s in all")
+
+
+class Budgets(click.ParamType):
+    """Comma-separated latency budgets in ms, each positive and finite."""
+
+    name = "ms,ms,..."
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> list[float]:
+        if isinstance(value, list):
+            return value
+        budgets = [PositiveFinite().convert(part.strip(), param, ctx) for part in str(value).split(",") if part.strip()]
+        if not budgets:
+            self.fail(f"{value!r} names no budget; give them as 3,5,10", param, ctx)
+        return sorted(set(budgets))
+
+
+@main.command()
+@click.option("--profile", "profile_path", required=True, type=click.Path(), help="latlab device profile (JSON).")
+@click.option("--budgets", required=True, type=Budgets(), help="Latency budgets in ms, e.g. 3,5,10: one search each.")
+@click.option("--out", required=True, type=click.Path(), help="Sweep folder: a run folder per budget, the plot, the table.")
+@click.option("--include", "extra", multiple=True, type=click.Path(),
+              help="Also plot this finished run folder (e.g. the default search with --baselines); repeatable.")
+@click.option("--baselines", is_flag=True, help="Train and time the hand-designed baselines at every budget too.")
+@click.option("--final-seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds of the final recipe per trained student [default: 3; 1 with --quick].")
+@click.option("--seed", type=int, default=SearchRequest.seed, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: usable CPUs].")
+@click.option("--quick", is_flag=True, help="CI size searches.")
+@click.option("--teacher", "teacher_dir", type=click.Path(), default=None, help="As for kdnas search.")
+@click.option("--data", "data_path", type=click.Path(), default=None, help="As for kdnas search.")
+def pareto(profile_path: str, budgets: list[float], out: str, extra: tuple[str, ...], baselines: bool,
+           final_seeds: int | None, seed: int, threads: int | None, quick: bool, teacher_dir: str | None,
+           data_path: str | None) -> None:
+    """The latency-accuracy front: a search per budget, then every winner's measured latency and test accuracy
+    plotted with the teacher and the baselines. A stopped sweep resumes where it was."""
+    request = SearchRequest(profile_path, teacher_dir, data_path, seed=seed, threads=threads, quick=quick,
+                            baselines=baselines, final_seeds=final_seeds)
+    folder, included = Path(out), [Path(run) for run in extra]
+    for run in included:  # a wrong --include is named before hours of searching, not after
+        points(run)
+    say = lambda line: err.print(line, highlight=False)  # noqa: E731
+    found = write_pareto(sweep(request, budgets, folder, say) + included,
+                         f"{Path(profile_path).stem}: budgets {', '.join(f'{b:g}' for b in budgets)} ms", folder)
+    click.echo(table(found), nl=False)
+    click.echo(f"wrote {folder / PLOT} and {folder / TABLE}")
 
 
 @main.command()

@@ -74,6 +74,7 @@ class SearchRequest:
     ray_address: str | None = None  # ray: join this cluster instead of starting a local Ray
     retries: int = 1  # attempts after a candidate's first failure
     baselines: bool = False  # also train and time the hand-designed students at the winner's latency
+    final_seeds: int | None = None  # seeds of the final recipe per trained student [default: 3, or 1 with --quick]
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,18 @@ class SearchOutcome:
 
 
 def run_settings(teacher_dir: str, data_path: str | None, init: str, objective: str, mapping: str, seed: int,
-                 device: str, quick: bool) -> tuple[EvalSettings, FinalConfig]:
+                 device: str, quick: bool, final_seeds: int | None = None) -> tuple[EvalSettings, FinalConfig]:
     """The dataclass defaults, or the --quick sizes."""
     evaluation = EvalSettings(teacher_dir, str(data_path) if data_path else None, init=init, objective=objective,
                               distill=DistillConfig(mapping=mapping, seed=seed), device=device)
-    final = FinalConfig(distill=replace(FinalConfig.distill, mapping=mapping, seed=seed))
+    final = FinalConfig(distill=replace(FinalConfig.distill, mapping=mapping, seed=seed),
+                        seeds=final_seeds or (1 if quick else FinalConfig.seeds))
     if not quick:
         return evaluation, final
     evaluation = replace(evaluation, proxy_train=QUICK["proxy_train"], proxy_held_out=QUICK["proxy_held_out"],
                          seq_len=QUICK["seq_len"], distill=replace(evaluation.distill, steps=QUICK["steps"]),
                          finetune=replace(evaluation.finetune, steps=QUICK["finetune_steps"]))
-    final = replace(final, epochs=QUICK["final_epochs"], seeds=1, seq_len=QUICK["seq_len"],
+    final = replace(final, epochs=QUICK["final_epochs"], seq_len=QUICK["seq_len"],
                     student=replace(final.student, max_epochs=QUICK["final_task_epochs"]),
                     teacher=replace(final.teacher, max_epochs=QUICK["final_task_epochs"]),
                     protocol=Protocol(rounds=5, min_samples=10, min_seconds=0.2, remeasure_tries=0))
@@ -152,7 +154,7 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
     if request.quick:
         episodes, candidates = min(episodes, QUICK["episodes"]), min(candidates, QUICK["candidates"])
     evaluation, final = run_settings(teacher_dir, request.data_path, request.init, request.objective,
-                                     request.mapping, request.seed, device, request.quick)
+                                     request.mapping, request.seed, device, request.quick, request.final_seeds)
     plan = SearchPlan(str(profile_path), space, episodes, candidates,
                       ControllerConfig(kind=request.controller, epsilon=request.epsilon, seed=request.seed),
                       reward_config, evaluation, final)

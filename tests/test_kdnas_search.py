@@ -138,6 +138,28 @@ def test_baselines_go_through_the_same_recipe_and_are_timed_with_the_student(set
     assert "Against hand-designed students at the same latency" in report and "| narrower | L2-h16-" in report
 
 
+def test_pareto_searches_each_budget_once_and_plots_every_winner_with_the_teacher(setup: dict[str, Path],
+                                                                                finished: Path, tmp_path: Path,
+                                                                                user_error) -> None:
+    out = tmp_path / "sweep"
+    args = ["pareto", "--profile", str(setup["profile"]), "--teacher", str(setup["teacher"]), "--data",
+            str(setup["data"]), "--budgets", "0.4,0.2", "--out", str(out), "--quick", "--threads", "1"]
+    user_error(CliRunner().invoke(main, [*args, "--include", str(tmp_path)]), f"{tmp_path}: no final.json")
+    assert not out.exists()  # refused before any search
+    result = CliRunner().invoke(main, [*args, "--include", str(finished)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for budget in ("0.2", "0.4"):
+        figures = json.loads((out / f"budget-{budget}ms" / "final.json").read_text())
+        assert figures["models"][0]["predicted_ms"] <= float(budget)  # the hard budget held
+    assert (out / "pareto.png").stat().st_size > 0
+    rows = [line for line in (out / "pareto.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert sum("| student |" in row for row in rows) == 3 and sum("| teacher |" in row for row in rows) == 3
+    started = (out / "budget-0.2ms" / "final.json").stat().st_mtime
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "finished in" in again.output
+    assert (out / "budget-0.2ms" / "final.json").stat().st_mtime == started  # read back, never searched again
+
+
 def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], finished: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     out = setup["root"] / "interrupted"
