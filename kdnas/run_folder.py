@@ -158,10 +158,17 @@ def read_text(path: Path, fix: str) -> str:
         raise LatlabError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc}); {FIX_RUN}") from None
 
 
+# Settings added after runs were written, with the value those runs used, so an older run.json still resumes.
+ADDED_SETTINGS = {"evaluation": {"score": "all"}}
+
+
 def read_run(folder: Path) -> Run:
     """The one reader of a run folder; a missing log means no candidate has finished yet."""
     run_file, log_file = folder / RUN_FILE, folder / LOG_FILE
     settings = parse_settings(read_text(run_file, "pass a kdnas run folder"), str(run_file))
+    for section, added in ADDED_SETTINGS.items():
+        if isinstance(settings.get(section), dict):
+            settings[section] = {**added, **settings[section]}
     records = parse_records(read_text(log_file, FIX_RUN), str(log_file)) if log_file.exists() else ()
     return Run(folder, settings, records)
 

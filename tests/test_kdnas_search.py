@@ -25,8 +25,10 @@ from kdnas.cli import main
 from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.measure import Timed, Timing
 from kdnas.report import latency_sentence
+from kdnas.run_folder import prepare
 from latlab.backend import Settings
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
+from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
 from latlab.lock import lock_path, locked
 from latlab.profile import Entry, Profile, save_profile
@@ -186,6 +188,23 @@ def test_resume_after_interruption_recomputes_nothing(setup: dict[str, Path], fi
     assert len(calls) == 2  # only the two unfinished candidates ran
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
     assert strip(read_log(out)) == strip(read_log(finished))  # exactly what the uninterrupted run found
+
+
+def test_a_run_written_before_a_setting_existed_resumes_with_the_value_it_ran_with(finished: Path,
+                                                                                   tmp_path: Path) -> None:
+    settings = json.loads((finished / "run.json").read_text())
+    key = {name: value for name, value in json.loads((finished / "run.json").read_text()).items()
+           if name not in ("episodes", "execution")}
+    candidates = {Candidate(**r["candidate"]) for r in read_log(finished)}
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(finished / "search.jsonl", old)
+    del settings["evaluation"]["score"]  # run.json as kdnas wrote it before proxy scores could be chosen
+    (old / "run.json").write_text(json.dumps(settings))
+    assert len(prepare(old, key, True, candidates)) == 6
+    changed = {**key, "evaluation": {**key["evaluation"], "score": "last"}}  # but another score is another run
+    with pytest.raises(LatlabError, match="setting 'evaluation' differs"):
+        prepare(old, changed, True, candidates)
 
 
 def refused(setup: dict[str, Path], out: Path, *args: str, profile: Path | None = None) -> str:
