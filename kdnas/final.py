@@ -165,8 +165,10 @@ def logits(model: BertForSequenceClassification, batch: LabelledBatch, device: s
     return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.cpu()
 
 
-def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, folder: Path, say: Say) -> Teacher:
-    """The teacher fine-tuned on the task, read back from ``folder/teacher`` when an earlier step left it there."""
+def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, folder: Path, say: Say,
+                    tuned: Path | None = None) -> Teacher:
+    """The teacher fine-tuned on the task, read back from ``folder/teacher`` when an earlier step left it there,
+    or copied from ``tuned`` (another run's ``teacher/`` with the same teacher, data and recipe)."""
     device = settings.device
     _, tokenizer = load_teacher(settings.teacher_dir)
     splits = split(load_data(settings.data_path))
@@ -176,9 +178,12 @@ def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, f
                                 for data in (splits.train, splits.validation, splits.test)) if labelled
                                else (None, None, None))
     saved, task = folder / TEACHER_DIR, None
-    if (saved / "config.json").is_file():
-        model = load_classifier(saved, "fine-tuned teacher", labels)
-        say(f"teacher: the fine-tuned one in {saved}")
+    found = next((f for f in (saved, tuned) if f is not None and (f / "config.json").is_file()), None)
+    if found is not None:
+        model = load_classifier(found, "fine-tuned teacher", labels)
+        say(f"teacher: the fine-tuned one in {found}")
+        if found != saved:
+            save_model(model, tokenizer, saved)
     else:
         model = load_classifier(Path(settings.teacher_dir), "teacher", labels)
         if labelled:
@@ -230,11 +235,11 @@ def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings
 
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
               space: SearchSpace, out: Path, baselines: dict[str, Candidate] | None = None,
-              say: Say = lambda _: None) -> FinalResult:
+              say: Say = lambda _: None, tuned_teacher: Path | None = None) -> FinalResult:
     """``space`` is the one the search priced: every model trains, is exported and is timed at its deployment
     shape. ``baselines`` go through the same recipe and are timed in the same rounds as the student."""
     started = time.perf_counter()
-    teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say)
+    teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say, tuned_teacher)
     trained = train_student(candidate, teacher, settings, config, say)
     save_model(trained.model, teacher.tokenizer, out / STUDENT_DIR)
     example = (example_ids(candidate.architecture(space)),)

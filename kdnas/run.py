@@ -75,6 +75,7 @@ class SearchRequest:
     retries: int = 1  # attempts after a candidate's first failure
     baselines: bool = False  # also train and time the hand-designed students at the winner's latency
     final_seeds: int | None = None  # seeds of the final recipe per trained student [default: 3, or 1 with --quick]
+    tuned_teacher: str | None = None  # another run's teacher/ to reuse (same teacher, data and recipe): kdnas pareto
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,8 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
             f"{final.seeds} seed(s)")
         baselines = (baseline_candidates(chosen.candidate, Candidate.of(teacher_arch), priced) if request.baselines
                      else None)
-        result = run_final(chosen.candidate, evaluation, final, profile, space, folder, baselines, say)
+        result = run_final(chosen.candidate, evaluation, final, profile, space, folder, baselines, say,
+                           Path(request.tuned_teacher) if request.tuned_teacher else None)
         plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / PLOT_FILE)
         write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted), result)
     return SearchOutcome(folder, chosen, result, time.monotonic() - started)

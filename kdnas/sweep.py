@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kdnas.run import Say, SearchRequest, search_and_distill
-from kdnas.run_folder import FINAL_FILE, RUN_FILE
+from kdnas.run_folder import FINAL_FILE, RUN_FILE, TEACHER_DIR
 from latlab.atomic import write_bytes, write_text
 from latlab.errors import LatlabError
 
@@ -43,7 +43,9 @@ def sweep(request: SearchRequest, budgets: list[float], out: Path, say: Say) -> 
     created = not out.exists()
     out.mkdir(exist_ok=True)
     try:
-        return [search_budget(request, budget, out, say) for budget in budgets]
+        folders = [search_budget(request, budgets[0], out, say)]
+        shared = replace(request, tuned_teacher=str(folders[0] / TEACHER_DIR))  # fine-tuned once for the sweep
+        return folders + [search_budget(shared, budget, out, say) for budget in budgets[1:]]
     finally:
         if created and not any(out.iterdir()):  # the first search was refused: leave nothing behind
             out.rmdir()

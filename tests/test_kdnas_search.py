@@ -150,6 +150,10 @@ def test_pareto_searches_each_budget_once_and_plots_every_winner_with_the_teache
     assert not out.exists()  # refused before any search
     result = CliRunner().invoke(main, [*args, "--include", str(finished)])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    # the teacher is fine-tuned for the first budget, then read from there for the next
+    assert (out / "budget-0.4ms" / "teacher" / "config.json").is_file()
+    reused = result.output.split("fine-tuned one in", 1)[1].replace("\n", "")  # a long path may wrap
+    assert reused.split()[0].endswith("budget-0.2ms/teacher")
     for budget in ("0.2", "0.4"):
         figures = json.loads((out / f"budget-{budget}ms" / "final.json").read_text())
         assert figures["models"][0]["predicted_ms"] <= float(budget)  # the hard budget held
