@@ -40,9 +40,16 @@ def plot_pareto(records: list[Record], chosen: Record, plan: SearchPlan, title: 
     ax.axvline(plan.reward.target_ms, color="grey", ls="--", lw=1, label="reward target")
     if plan.reward.budget_ms is not None:
         ax.axvline(plan.reward.budget_ms, color="red", ls=":", lw=1, label="hard budget")
-    ax.set(xlabel="predicted latency (ms)", ylabel="proxy quality", title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel="predicted latency (ms)", ylabel="proxy quality")
+    save_figure(fig, ax, title, 7, path)
+
+
+def save_figure(fig: object, ax: object, title: str, legend_size: int, path: Path) -> None:
+    """Small title, legend at the lower right, PNG written whole (write then rename)."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=legend_size, loc="lower right")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

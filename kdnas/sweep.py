@@ -7,14 +7,14 @@ Each budget has its own run folder (``budget-<ms>ms``), so a stopped sweep resum
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kdnas.report import save_figure
 from kdnas.run import Say, SearchRequest, search_and_distill
 from kdnas.run_folder import FINAL_FILE, RUN_FILE, TEACHER_DIR
-from latlab.atomic import write_bytes, write_text
+from latlab.atomic import write_text
 from latlab.errors import LatlabError
 
 PLOT, TABLE = "pareto.png", "pareto.md"
@@ -117,14 +117,8 @@ def plot(found: list[Point], title: str, path: Path) -> None:
                     capsize=3, label=label)
     line = front(found)
     ax.plot([p.measured_ms for p in line], [p.accuracy * 100 for p in line], color="tab:blue", lw=1)
-    ax.set(xscale="log", xlabel="measured latency (ms, log scale)", ylabel="test accuracy (%)", title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buffer.getvalue())
+    ax.set(xscale="log", xlabel="measured latency (ms, log scale)", ylabel="test accuracy (%)")
+    save_figure(fig, ax, title, 8, path)
 
 
 def write_pareto(folders: list[Path], title: str, out: Path) -> list[Point]:
