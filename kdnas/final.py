@@ -26,7 +26,7 @@ from transformers import BertForSequenceClassification, PreTrainedTokenizerBase
 
 from backends.onnx_export import export_onnx
 from kdnas.candidate import Candidate
-from kdnas.data import Splits, load_classifier, load_data, load_teacher, split
+from kdnas.data import load_classifier, load_data, load_teacher, split
 from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import LabelledBatch, TaskConfig, TaskOutcome, accuracy, batches, train_task
@@ -92,8 +92,6 @@ class Teacher:
 
     model: BertForSequenceClassification
     tokenizer: PreTrainedTokenizerBase
-    splits: Splits
-    seq_len: int
     train: list[LabelledBatch] | None
     validation: list[LabelledBatch] | None
     test: list[LabelledBatch] | None
@@ -101,7 +99,6 @@ class Teacher:
     hidden_train: TeacherTargets
     hidden_validation: TeacherTargets
     test_accuracy: float | None
-    task: TaskOutcome | None  # None when it was read back from the run folder
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,7 @@ def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, f
     train, validation, test = ((batches(tokenizer, data, seq_len, settings.batch_size)
                                 for data in (splits.train, splits.validation, splits.test)) if labelled
                                else (None, None, None))
-    saved, task = folder / TEACHER_DIR, None
+    saved = folder / TEACHER_DIR
     found = next((f for f in (saved, tuned) if f is not None and (f / "config.json").is_file()), None)
     if found is not None:
         model = load_classifier(found, "fine-tuned teacher", labels)
@@ -189,16 +186,16 @@ def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, f
         if labelled:
             say(f"teacher: fine-tuning on {len(splits.train.texts)} texts at seq_len {seq_len} "
                 f"(at most {config.teacher.max_epochs:g} epochs)")
-            task = train_task(model, train, validation, config.teacher, device=device,
-                              on_epoch=lambda epoch, score: say(f"  teacher epoch {epoch}: validation {score:.1%}"))
+            train_task(model, train, validation, config.teacher, device=device,
+                       on_epoch=lambda epoch, score: say(f"  teacher epoch {epoch}: validation {score:.1%}"))
         save_model(model.cpu(), tokenizer, saved)
     model.to(device).eval()
     text = lambda data: text_batches(tokenizer, data.texts, seq_len, settings.batch_size)  # noqa: E731
     hidden_train = TeacherTargets.compute(model.bert, text(splits.train))
     hidden_validation = TeacherTargets.compute(model.bert, text(splits.validation), variance_from=hidden_train)
-    return Teacher(model, tokenizer, splits, seq_len, train, validation, test,
+    return Teacher(model, tokenizer, train, validation, test,
                    [logits(model, b, device) for b in train] if labelled else None, hidden_train, hidden_validation,
-                   accuracy(model, test, device) if labelled else None, task)
+                   accuracy(model, test, device) if labelled else None)
 
 
 def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings, config: FinalConfig,
