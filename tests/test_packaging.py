@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -19,3 +21,22 @@ def test_the_wheel_ships_the_search_spaces_and_every_package(tmp_path: Path) -> 
     assert shipped and shipped <= names
     assert {"latlab/predict.py", "kdnas/reward.py", "backends/onnxruntime_cpu.py"} <= names
     assert not any(n.startswith(("tests/", "profiles/")) for n in names)
+
+
+def _pins() -> dict[str, str]:
+    """The runtime versions a new user gets: constraints.txt for the runtimes, setup.sh's TORCH_SPEC for torch."""
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    (torch_spec,) = re.findall(r"TORCH_SPEC:-torch==([\w.]+)", (ROOT / "setup.sh").read_text())
+    return {**pins, "torch": torch_spec}
+
+
+def test_every_shipped_profile_was_measured_on_the_runtime_setup_installs() -> None:
+    """Otherwise every shipped profile is foreign on a fresh clone: predict warns and validate refuses."""
+    pins = _pins()
+    profiles = [p for p in (ROOT / "profiles").rglob("*.json") if not p.name.endswith(".validation.json")]
+    assert profiles
+    for path in profiles:
+        backend = json.loads(path.read_text())["backend"]
+        version = re.match(r"[\d.]+\d", backend["runtime_version"]).group()
+        assert version == pins[backend["name"]], f"{path.name}: {backend['name']} {version}, setup installs {pins[backend['name']]}"
