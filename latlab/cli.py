@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from latlab.accuracy import error_pct
-from latlab.architecture import load_architecture
+from latlab.architecture import Architecture, load_architecture
 from latlab.atomic import write_bytes, write_json
 from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
 from latlab.blocks import overhead_block
@@ -27,7 +27,7 @@ from latlab.limits import memory_problem, thread_problem
 from latlab.lock import locked
 from latlab.outputs import check_output_files
 from latlab.predict import LatencyTable, predict
-from latlab.profile import default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
+from latlab.profile import Profile, default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
 from latlab.protocol import MAX_MODEL_DEPTH, Protocol
 from latlab.registry import backend_names, describe, load_backend
 from latlab.regression.cli import report
@@ -252,6 +252,41 @@ def calibrate(profile_path: str, count: int, force: bool) -> None:
     say_calibration(loaded.calibration)
 
 
+@main.command(name="memory")
+@click.option("--profile", "profile_path", required=True, type=click.Path())
+@click.option("--archs", "count", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Random whole models measured to check the prediction.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Write the check of the models here.")
+@click.option("--force", is_flag=True, help="Measure for a profile of other hardware or runtime anyway.")
+def memory_command(profile_path: str, count: int, seed: int, json_path: str | None, force: bool) -> None:
+    """Measure what each block holds resident once loaded and run, store it in the profile, and check the memory it
+    predicts for random whole models measured the same way."""
+    from latlab.memory import measure_memory
+
+    check_output_files({"--json": json_path}, {"--profile": profile_path})
+    loaded, backend = profile_to_measure_with(profile_path, force)
+    with locked(profile_path):
+        with progress_bar() as report:
+            check = measure_memory(loaded, backend, count, seed, report)
+        save_profile(loaded, profile_path)
+    click.echo(f"wrote {profile_path}: resident memory of {len(loaded.resident_mib)} blocks")
+    for arch, predicted, measured in zip(check.archs, check.predicted_mib, check.measured_mib):
+        click.echo(arch_line(arch) + f" weights {arch.weight_mb(loaded.settings.precision):7.1f} MB  resident "
+                   f"predicted {predicted:7.1f} MiB  measured {measured:7.1f} MiB  {error_pct(predicted, measured):+6.1f}%")
+    accuracy = check.accuracy
+    click.echo(f"{loaded.label}: resident memory MAPE {accuracy.mape_pct:.2f}%, mean error "
+               f"{accuracy.mean_error_pct:+.2f}%, within ±10% {accuracy.within_10pct:.0%} ({count} archs)")
+    if json_path:
+        write_json(json_path, {"profile": profile_path, "seed": seed, **check.to_json()})
+
+
+def arch_line(arch: Architecture) -> str:
+    """The start of a report line about one model: width, depth, length, then heads/ffn per layer."""
+    layers = ",".join(f"{a}/{f}" for a, f in zip(arch.heads, arch.ffn))
+    return f"  h{arch.hidden:<4} L{arch.layers} s{arch.seq_len:<4} [{layers}]".ljust(60)
+
+
 def lengths(text: str | None) -> tuple[int, ...]:
     """``--seq-len 48,96,192``: positive whole numbers, each once, in the order given."""
     if text is None:
@@ -299,6 +334,7 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
     check_same_machine(loaded, profile_path, force=True)
     result = predict(arch, LatencyTable.from_profile(loaded), interpolate=not exact)
     overhead_key = overhead_block(arch.batch, arch.seq_len).key
+    resident = resident_or_why(arch, loaded)
     if as_json:
         click.echo(json.dumps({"profile": profile_path, "arch": arch.to_json(), "total_ms": result.total_ms,
                                "overhead_ms": result.overhead_ms, "parameters": arch.parameters,
@@ -307,6 +343,7 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
                                "between": [{"batch": b, "seq_len": s} for b, s in result.between],
                                "overhead_estimated": overhead_key in result.estimated,
                                "calibrated_ms": result.calibrated_ms,
+                               "resident_mib": resident if isinstance(resident, float) else None,
                                "parts": [{"block": k, "net_ms": ms, "estimated": k in result.estimated}
                                          for k, ms in result.parts]}, indent=1))
         return
@@ -317,11 +354,25 @@ def predict_command(profile_path: str, arch_path: str, as_json: bool, force: boo
                    f"the measured shapes {shapes} (--exact refuses instead)")
     click.echo(f"  weights: {arch.parameters / 1e6:.2f} M parameters, {arch.weight_mb(loaded.settings.precision):.1f} MB "
                f"at {loaded.settings.numerics}")
+    click.echo(f"  resident memory: {resident:.1f} MiB once loaded and run (predicted from the blocks' own)"
+               if isinstance(resident, float) else f"  resident memory: {resident}")
     for key, ms in [(overhead_key, result.overhead_ms), *result.parts]:
         label = "overhead" if key == overhead_key else key
         click.echo(f"  {label:<40} {ms:8.3f} ms" + ("  (estimate)" if key in result.estimated else ""))
     if result.calibrated_ms:
         click.echo(f"  {'calibrated: shape changes, depth':<40} {result.calibrated_ms:8.3f} ms")
+
+
+def resident_or_why(arch: Architecture, profile: Profile) -> float | str:
+    """The resident MiB the profile predicts for ``arch``, or why it predicts none."""
+    from latlab.memory import memory_table, predict_resident_mib
+
+    if not profile.resident_mib:
+        return "not measured for this profile ('latlab memory --profile P' adds it)"
+    try:
+        return predict_resident_mib(arch, memory_table(profile))
+    except LatlabError:
+        return "measured at the profile's own batch and seq_len only"
 
 
 @main.command()
@@ -356,11 +407,9 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         validation = run_validation(loaded, backend, count, seed, protocol, report, same_run, seq_lens)
     accuracy = validation.accuracy
     for row in validation.rows:
-        layers = ",".join(f"{a}/{f}" for a, f in zip(row.arch.heads, row.arch.ffn))
         same = (f"  same run {error_pct(row.same_run_predicted_ms, row.measured.median_ms):+6.1f}%"
                 if row.same_run_predicted_ms is not None else "")
-        click.echo(f"  h{row.arch.hidden:<4} L{row.arch.layers} s{row.arch.seq_len:<4} [{layers}]".ljust(60)
-                   + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
+        click.echo(arch_line(row.arch) + f" predicted {row.predicted_ms:8.3f}  measured {row.measured.median_ms:8.3f}  "
                    f"{row.error_pct:+6.1f}%" + same + ("  (estimate)" if row.estimated else "")
                    + ("  (unstable)" if row.unstable else ""))
     click.echo(f"{loaded.label}: MAPE {accuracy.mape_pct:.2f}%, mean error {accuracy.mean_error_pct:+.2f}%, "

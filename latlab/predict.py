@@ -59,14 +59,19 @@ class LatencyTable:
     @classmethod
     def from_profile(cls, profile: Profile) -> LatencyTable:
         medians = {entry.block: entry.stats.median_ms for entry in profile.entries.values()}
+        calibrated = profile.calibration.fractions if profile.calibration else (0.0, 0.0)
+        return cls.of(medians, profile.space.name, profile.protocol.model_depth, calibrated)
+
+    @classmethod
+    def of(cls, medians: dict[Block, float], space_name: str, depth: int,
+           calibrated: tuple[float, float] = (0.0, 0.0)) -> LatencyTable:
+        """The table of any per-call cost measured per block, milliseconds or resident memory (latlab.memory)."""
         overhead = {(b.batch, b.seq_len): ms for b, ms in medians.items() if b.kind == OVERHEAD}
         net = {b: ms - overhead.get((b.batch, b.seq_len), 0.0) for b, ms in medians.items() if b.kind != OVERHEAD}
         ends = {b: ms for b, ms in net.items() if b.kind in (EMBEDDINGS, HEAD)}
-        depth = profile.protocol.model_depth
-        calibrated = profile.calibration.fractions if profile.calibration else (0.0, 0.0)
         if not depth:
             layers = {b: ms for b, ms in net.items() if b.kind == LAYER}
-            return cls(ends, layers, layers, overhead, profile.space.name, *calibrated, depth)
+            return cls(ends, layers, layers, overhead, space_name, *calibrated, depth)
         first, following = {}, {}
         for one in (b for b in net if b.kind == MODEL and b.layers == 1):
             layer = one._replace(kind=LAYER, vocab=0, labels=0, layers=0)
@@ -77,7 +82,7 @@ class LatencyTable:
             deep = one._replace(layers=depth)
             if deep in net:
                 following[layer] = (net[deep] - net[one]) / (depth - 1)
-        return cls(ends, first, following, overhead, profile.space.name, *calibrated, depth)
+        return cls(ends, first, following, overhead, space_name, *calibrated, depth)
 
     @cached_property
     def grid(self) -> Grid:

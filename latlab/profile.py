@@ -22,6 +22,8 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
                      rounds_ms}]}: mixed whole models timed with the blocks, fitting (when read) what a
                      change of layer shape and a layer past the model depth cost (latlab.calibration); absent
                      before it, read as null
+    resident_mib     {block key: MiB}: what each block holds resident once loaded and run once (latlab.memory,
+                     ``latlab memory``); empty until measured, absent before it
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
     transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu,
                      source_model_depth, measured: [block keys timed here], fit: {kind: {log_ratio, blocks, spread_pct,
@@ -86,6 +88,7 @@ class Profile:
     # None for a profile whose every entry was measured.
     transfer: dict[str, Any] | None = None
     calibration: Calibration | None = None  # see latlab.calibration
+    resident_mib: dict[str, float] = field(default_factory=dict)  # see latlab.memory; empty until measured
 
     @property
     def label(self) -> str:
@@ -108,6 +111,7 @@ class Profile:
             "complete": self.complete,
             "transfer": self.transfer,
             "calibration": self.calibration.to_json() if self.calibration else None,
+            "resident_mib": self.resident_mib,
             "entries": {
                 key: {
                     "block": entry.block._asdict(),
@@ -152,6 +156,7 @@ class Profile:
                 schema_version=version,
                 transfer=_transfer(data.get("transfer"), source),  # absent before schema 4
                 calibration=Calibration.from_json(data.get("calibration"), source),
+                resident_mib=_resident(data.get("resident_mib", {}), source),
             )
         except KeyError as exc:
             raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None
@@ -171,6 +176,13 @@ def _transfer(value: Any, source: str) -> dict[str, Any] | None:
     if not isinstance(measured, list) or not all(isinstance(key, str) for key in measured):
         raise refuse(source, "transfer.measured", f"must list the block keys measured, got {short(measured)}")
     return record
+
+
+def _resident(value: Any, source: str) -> dict[str, float]:
+    """MiB by block key; a figure may be slightly negative (a block that holds nothing, measured on a heap that
+    shrank), never infinite or not a number."""
+    found = _object(value, source, "resident_mib")
+    return {key: finite(mib, source, f"resident_mib.{key}") for key, mib in found.items()}
 
 
 def _text(container: Any, key: str, source: str, field: str = "") -> str:

@@ -35,6 +35,7 @@ def measured_profile(fingerprint, samples) -> Profile:
     for index, block in enumerate(space.blocks(profile.protocol.model_depth)):
         rounds = [samples(rng, int(rng.integers(1, 6))).tolist() for _ in range(3)]
         profile.entries[block.key] = Entry(block, rounds, unstable=index % 4 == 0)
+        profile.resident_mib[block.key] = round(float(rng.uniform(-0.5, 60.0)), 3)
     return profile
 
 
@@ -143,6 +144,10 @@ def damage(data: dict[str, Any], how: str) -> Any:
         del data["fingerprint"]["cpu_model"]
     elif how == "model_depth_one":
         data["protocol"]["model_depth"] = 1
+    elif how == "resident_text":
+        data["resident_mib"][key] = "big"
+    elif how == "resident_list":
+        data["resident_mib"] = [1.0]
     return data
 
 
@@ -163,6 +168,8 @@ def damage(data: dict[str, Any], how: str) -> Any:
     ("bad_space", "field 'space'"),
     ("bad_fingerprint", "field 'fingerprint.cpu_model' missing"),
     ("model_depth_one", "field 'protocol.model_depth' must be 0 or from 2 to 24, got 1"),
+    ("resident_text", "must be a finite number, got 'big'"),
+    ("resident_list", "field 'resident_mib' must be a JSON object"),
 ])
 def test_damaged_profile_is_refused_with_the_file_and_the_field(tmp_path: Path, valid, how, needle) -> None:
     path = tmp_path / "damaged.json"
