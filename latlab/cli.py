@@ -393,7 +393,7 @@ def resident_or_why(arch: Architecture, profile: Profile) -> float | str:
 def validate(profile_path: str, count: int, seed: int, json_path: str | None, plot_path: str | None,
              min_seconds: float | None, force: bool, same_run: bool, seq_lens: tuple[int, ...]) -> None:
     """Measure random whole models end to end and compare them with the profile's prediction."""
-    from latlab.validate import plot, run_validation, sample_architectures, validation_json
+    from latlab.validate import blocks_moved_pct, plot, run_validation, sample_architectures, validation_json
 
     check_output_files({"--json": json_path, "--plot": plot_path}, {"--profile": profile_path})
     loaded, backend = profile_to_measure_with(profile_path, force)
@@ -424,6 +424,9 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
         click.echo(f"same run (blocks re-timed with the models, no drift): MAPE {arithmetic.mape_pct:.2f}%, "
                    f"mean error {arithmetic.mean_error_pct:+.2f}%, within ±5% {arithmetic.within_5pct:.0%}, "
                    f"within ±10% {arithmetic.within_10pct:.0%}")
+        moved = blocks_moved_pct(loaded, validation.same_run_blocks_ms)
+        click.echo("blocks now vs the profile, median by kind: "
+                   + ", ".join(f"{kind} {pct:+.1f}%" for kind, pct in moved.items()))
     if loaded.calibration:
         plain, plain_same = validation.uncalibrated(), validation.uncalibrated(same_run=True)
         click.echo(f"without the calibration ({describe_calibration(loaded.calibration)}): "

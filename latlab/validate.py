@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from latlab.accuracy import Accuracy, error_pct
 from latlab.architecture import Architecture
 from latlab.backend import Backend
@@ -98,6 +100,18 @@ class Validation:
                            [drift_corrected_ms(r.measured.median_ms, self.drift_pct) for r in self.rows])
 
 
+def blocks_moved_pct(profile: Profile, blocks_ms: dict[str, float]) -> dict[str, float]:
+    """How much slower (+) each kind of block ran in the same-run validation than in the profile, median per kind
+    (model blocks per depth). Drift that spares some kinds (measured: torch's layer models +4-5% minutes later, its
+    embeddings and head +0.5%) shows here, where three reference blocks can miss it."""
+    moved: dict[str, list[float]] = {}
+    for key, ms in blocks_ms.items():
+        block = profile.entries[key].block
+        kind = f"{block.kind} L{block.layers}" if block.layers else block.kind
+        moved.setdefault(kind, []).append((ms / profile.entries[key].stats.median_ms - 1) * 100)
+    return {kind: float(np.median(changes)) for kind, changes in moved.items()}
+
+
 def same_run_table(profile: Profile, blocks: dict[Block, Rounds]) -> LatencyTable:
     """The profile's arithmetic applied to blocks timed now: what the table would predict had it been measured in
     these very rounds."""
@@ -186,6 +200,9 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         # the block medians the same-run prices come from: any other pricing rule can be checked against them
         "same_run_blocks_ms": validation.same_run_blocks_ms and {k: round(ms, 4) for k, ms in
                                                                  validation.same_run_blocks_ms.items()},
+        # and how far they moved from the profile's, by kind (blocks_moved_pct)
+        "same_run_blocks_moved_pct": validation.same_run_blocks_ms and {
+            kind: round(pct, 2) for kind, pct in blocks_moved_pct(profile, validation.same_run_blocks_ms).items()},
         "archs": [
             {
                 "arch": r.arch.to_json(),

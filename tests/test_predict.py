@@ -136,6 +136,9 @@ def test_same_run_validation_separates_the_arithmetic_from_drift(cli, fake_profi
     assert {k: ms / profiled[k] for k, ms in data["same_run_blocks_ms"].items()} == pytest.approx(
         dict.fromkeys(data["same_run_blocks_ms"], 1.1), rel=3e-3)  # files keep 0.1 us
     assert "same run (blocks re-timed with the models, no drift): MAPE 0.00%" in result.stdout
+    assert data["same_run_blocks_moved_pct"] == pytest.approx(  # every kind of block 10% slower, and said so
+        {"overhead": 10.0, "embeddings": 10.0, "head": 10.0, "model L1": 10.0, "model L4": 10.0}, abs=0.3)
+    assert "blocks now vs the profile, median by kind: overhead +10.0%" in result.stdout
     plain = json.loads(report.read_text()) if cli("validate", "--profile", fake_profile, "--archs", "5", "--json",
                                                   report).exit_code == 0 else None
     assert plain is not None and plain["same_run"] is None and plain["archs"][0]["same_run_predicted_ms"] is None
