@@ -425,8 +425,9 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
                    f"mean error {arithmetic.mean_error_pct:+.2f}%, within ±5% {arithmetic.within_5pct:.0%}, "
                    f"within ±10% {arithmetic.within_10pct:.0%}")
         moved = blocks_moved_pct(loaded, validation.same_run_blocks_ms)
-        click.echo("blocks now vs the profile, median by kind: "
-                   + ", ".join(f"{kind} {pct:+.1f}%" for kind, pct in moved.items()))
+        if moved:
+            click.echo("blocks now vs the profile, median by kind: "
+                       + ", ".join(f"{kind} {pct:+.1f}%" for kind, pct in moved.items()))
     if loaded.calibration:
         plain, plain_same = validation.uncalibrated(), validation.uncalibrated(same_run=True)
         click.echo(f"without the calibration ({describe_calibration(loaded.calibration)}): "

@@ -103,9 +103,12 @@ class Validation:
 def blocks_moved_pct(profile: Profile, blocks_ms: dict[str, float]) -> dict[str, float]:
     """How much slower (+) each kind of block ran in the same-run validation than in the profile, median per kind
     (model blocks per depth). Drift that spares some kinds (measured: torch's layer models +4-5% minutes later, its
-    embeddings and head +0.5%) shows here, where three reference blocks can miss it."""
+    embeddings and head +0.5%) shows here, where three reference blocks can miss it. Blocks at a length or batch the
+    profile did not measure (``--seq-len``) have nothing to move from and are left out."""
     moved: dict[str, list[float]] = {}
     for key, ms in blocks_ms.items():
+        if key not in profile.entries:
+            continue
         block = profile.entries[key].block
         kind = f"{block.kind} L{block.layers}" if block.layers else block.kind
         moved.setdefault(kind, []).append((ms / profile.entries[key].stats.median_ms - 1) * 100)

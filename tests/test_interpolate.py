@@ -219,6 +219,8 @@ def test_validate_at_unmeasured_lengths_measures_the_interpolation(cli, grid_pro
     data = json.loads(report.read_text())
     assert data["same_run"]["mape_pct"] < 0.01  # same run: blocks re-timed at the models' own lengths
     assert {key.split("/")[2] for key in data["same_run_blocks_ms"]} >= {"s24", "s32", "s40"}
+    # only the drift references were measured at the profile's lengths: what moved is told of those alone
+    assert data["same_run_blocks_moved_pct"] == pytest.approx({"model L1": 0.0, "model L4": 0.0}, abs=0.3)
     assert [a["arch"]["seq_len"] for a in data["archs"]] == [24, 32, 40] * 2
     assert all(a["estimated"] for a in data["archs"]) and data["mape_pct"] < 0.01
     assert set(data["by_seq_len"]) == {"24", "32", "40"}
