@@ -273,7 +273,8 @@ def memory_command(profile_path: str, count: int, seed: int, json_path: str | No
     click.echo(f"wrote {profile_path}: resident memory of {len(loaded.resident_mib)} blocks")
     for arch, predicted, measured in zip(check.archs, check.predicted_mib, check.measured_mib):
         click.echo(arch_line(arch) + f" weights {arch.weight_mb(loaded.settings.precision):7.1f} MB  resident "
-                   f"predicted {predicted:7.1f} MiB  measured {measured:7.1f} MiB  {error_pct(predicted, measured):+6.1f}%")
+                   f"predicted {predicted:7.1f} MiB  measured {measured:7.1f} MiB  "
+                   f"{error_pct(predicted, measured):+6.1f}%")
     accuracy = check.accuracy
     click.echo(f"{loaded.label}: resident memory MAPE {accuracy.mape_pct:.2f}%, mean error "
                f"{accuracy.mean_error_pct:+.2f}%, within ±10% {accuracy.within_10pct:.0%} ({count} archs)")

@@ -5,7 +5,8 @@ Users ask for a model's latency and its size together. Weight bytes follow from 
 activations, per-session state) does not, so it is measured: how much this process's resident set shrinks when an
 item that was built, prepared and run once is released, its torch module dropped before (a runtime that converted
 it keeps its own copy). Each item is measured alone, with freed heap handed back to the system before each reading.
-The runtime itself is loaded once beforehand: its libraries and global state are the process's, not any model's.
+What outlives a model (the runtime's libraries, thread pools, global caches) is not given back with it, so it is
+the process's, not counted as any model's.
 
 A profile stores one figure per block (``Profile.resident_mib``), and a whole model's memory is priced from them
 by the arithmetic that prices its latency (``latlab.predict``): the per-session floor once, each layer its growth
@@ -67,9 +68,7 @@ def resident_mib(backend: Backend, build: Build, settings: Settings) -> float:
 
 def measure_resident(backend: Backend, builds: dict[str, Build], settings: Settings,
                      report: Report = quiet) -> dict[str, float]:
-    """``resident_mib`` of every item, by key, after one unreported item loaded the runtime's own state."""
-    if builds:
-        resident_mib(backend, next(iter(builds.values())), settings)
+    """``resident_mib`` of every item, by key."""
     found = {}
     for index, (key, build) in enumerate(builds.items()):
         report("memory", index, len(builds))
