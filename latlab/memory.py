@@ -20,6 +20,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import psutil
 
@@ -102,7 +103,7 @@ class MemoryCheck:
     def accuracy(self) -> Accuracy:
         return Accuracy.of(self.predicted_mib, self.measured_mib)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {**self.accuracy.to_json(),
                 "archs": [{"arch": a.to_json(), "predicted_mib": round(p, 3), "measured_mib": m}
                           for a, p, m in zip(self.archs, self.predicted_mib, self.measured_mib)]}

@@ -77,7 +77,7 @@ def test_predict_reports_resident_memory_once_measured(cli, fake_profile: Path, 
     assert f"resident memory: {expected:.1f} MiB" in cli("predict", "--profile", fake_profile, "--arch", arch).output
 
 
-def test_a_profile_written_before_memory_reads_with_none(fake_profile: Path) -> None:
+def test_a_profile_written_before_memory_reads_with_no_memory(fake_profile: Path) -> None:
     data = json.loads(fake_profile.read_text())
     data.pop("resident_mib", None)
     fake_profile.write_text(json.dumps(data))
