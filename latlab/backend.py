@@ -88,6 +88,11 @@ class Backend(ABC):
     def runtime_version(self) -> str:
         ...
 
+    def disturbances(self) -> tuple[str, ...]:
+        """What this runtime would do on this machine that disturbs measuring, each with its fix; the CLI warns
+        before measuring. None by default."""
+        return ()
+
     def prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         """Convert/compile ``module`` for the exact shapes of ``example_inputs`` with ``settings`` applied."""
         self.check(settings)

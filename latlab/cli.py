@@ -19,7 +19,8 @@ from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
 from latlab.blocks import overhead_block
 from latlab.calibration import Calibration
 from latlab.compare import compare_profiles, render_plot
-from latlab.console import Group, check_same_machine, err, profile_to_measure_with, progress_bar
+from latlab.console import (Group, backend_to_measure_with, check_same_machine, err, profile_to_measure_with,
+                            progress_bar)
 from latlab.errors import LatlabError
 from latlab.estimate import ProfileEstimate, estimate_profile
 from latlab.fingerprint import read_fingerprint
@@ -29,7 +30,7 @@ from latlab.outputs import check_output_files
 from latlab.predict import LatencyTable, predict
 from latlab.profile import Profile, default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
 from latlab.protocol import MAX_MODEL_DEPTH, Protocol
-from latlab.registry import backend_names, describe, load_backend
+from latlab.registry import backend_names, describe
 from latlab.regression.cli import report
 from latlab.space import load_space, space_file
 
@@ -122,7 +123,7 @@ def transfer(source_path: str, backend_name: str, threads: int, precision: str, 
     if space_path is not None and load_space(space_path) != source.space:
         raise LatlabError(f"{source_path} profiles space {source.space.name!r}, not the one in {space_path}; "
                           "transfer from a profile of that space")
-    backend = load_backend(backend_name)
+    backend = backend_to_measure_with(backend_name)
     settings = backend.settings(threads, precision, device, quantization)
     check_output_files({"--out": out}, {"--from": source_path, "--space": space_path})
     protocol = transfer_protocol(source.protocol)  # layers priced inside models, even from a source of layers alone
@@ -189,7 +190,7 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
     """Measure every block of a space on one backend and write a device profile."""
     from latlab.profiling import calibration_todo, continue_profile, new_profile, open_profile, remaining
 
-    backend = load_backend(backend_name)
+    backend = backend_to_measure_with(backend_name)
     settings = backend.settings(threads, precision, device, quantization)
     space = load_space(space_path)
     if model_depth == 1:

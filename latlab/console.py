@@ -64,6 +64,14 @@ def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
     """A complete profile of this machine whose backend and settings can run here, or one line saying why not."""
     profile = load_complete_profile(path)
     check_same_machine(profile, path, force)
-    backend = load_backend(profile.backend)
+    backend = backend_to_measure_with(profile.backend)
     backend.check(profile.settings)
     return profile, backend
+
+
+def backend_to_measure_with(name: str) -> Backend:
+    """The backend, with a warning for whatever on this machine would disturb its timing."""
+    backend = load_backend(name)
+    for disturbance in backend.disturbances():
+        err.print(f"[yellow]Warning:[/] {disturbance}", highlight=False)
+    return backend

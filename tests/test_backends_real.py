@@ -100,6 +100,23 @@ def test_openvino_runs_the_precision_it_is_told() -> None:
     assert applied["precision"] == "f32" and applied["inference_precision_hint"] == "f32"
 
 
+
+def test_openvino_warns_while_its_telemetry_would_fork_beside_the_timing(monkeypatch, tmp_path: Path) -> None:
+    """The decision is OpenVINO's own (its consent file under $HOME, CI variables), read, not re-implemented."""
+    backend = installed("openvino")
+    pytest.importorskip("openvino_telemetry", reason="without openvino-telemetry OpenVINO converts with its stub")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("CI", "TF_BUILD", "JENKINS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (warning,) = backend.disturbances()  # no consent file: OpenVINO's converter sends
+    assert "opt_in_out --opt_out" in warning
+    monkeypatch.setenv("CI", "true")
+    assert backend.disturbances() == ()
+    monkeypatch.delenv("CI")
+    (tmp_path / "intel").mkdir()
+    (tmp_path / "intel" / "openvino_telemetry").write_text("0")  # what opt_in_out --opt_out writes
+    assert backend.disturbances() == ()
+
 # f32 on every backend is covered by the profile test above.
 @pytest.mark.parametrize(("name", "precision"), [("torch", "bf16"), ("openvino", "bf16"), ("openvino", "fp16")])
 def test_a_precision_is_honoured_or_refused(name: str, precision: str) -> None:
