@@ -17,8 +17,10 @@ from latlab.blocks import Block, gflops
 from latlab.protocol import Protocol, burst_size
 
 # Seconds to prepare one block, by backend: (wall time of this project's full profiling runs on the amx kind - the
-# measuring they did) / 121 blocks (README, "Shipped profiles"). A backend not listed gets the largest.
-PREPARE_S = {"onnxruntime": 1.5, "openvino": 2.8, "torch": 0.1}
+# measuring they did) / 121 blocks (README, "Shipped profiles"); OpenVINO's is its prepare stage alone on the
+# avx512bf16 kind with its telemetry off (59 s for the default space; 2.8 s per block with it on). A backend not
+# listed gets the largest.
+PREPARE_S = {"onnxruntime": 1.5, "openvino": 0.5, "torch": 0.1}
 # Seconds more per block for int8: quantizing a 4-layer h256 model block took 0.8-1.2 s with ONNX Runtime's
 # quantizer, 2.4 s with NNCF and 0.1 s with torch (amx kind, session 5).
 QUANTIZE_S = {"onnxruntime": 1.0, "openvino": 2.5, "torch": 0.1}
