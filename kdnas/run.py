@@ -35,6 +35,7 @@ from latlab.outputs import check_outputs
 from latlab.predict import LatencyTable
 from latlab.profile import load_complete_profile
 from latlab.protocol import Protocol
+from latlab.registry import disturbances
 from latlab.space import load_space
 
 TARGET_RATIO = 0.18  # a 5.5x predicted speedup: 5x measured even where the profile errs by 10%
@@ -140,6 +141,8 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
     if foreign:  # the search still runs (a profile may be meant for another machine); its latencies are that one's
         say(f"[yellow]Warning:[/] {foreign_message(profile_path, foreign)}; the search targets that machine, "
             "not this one")
+    for disturbance in disturbances(profile.backend):  # the winner and the baselines are timed on it at the end
+        say(f"[yellow]Warning:[/] {disturbance}")
     space = load_space(request.space_path) if request.space_path else profile.space
     table = LatencyTable.from_profile(profile)
     priced = price(space, table, profile_path)

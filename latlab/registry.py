@@ -29,6 +29,15 @@ def load_backend(name: str) -> Backend:
     return cls()
 
 
+def disturbances(name: str) -> tuple[str, ...]:
+    """What on this machine would disturb timing on backend ``name``; nothing when it does not load here, since
+    whatever would time on it then refuses, with the reason."""
+    try:
+        return load_backend(name).disturbances()
+    except LatlabError:
+        return ()
+
+
 def describe(name: str) -> BackendInfo:
     backend = load_backend(name)
     available = backend.is_available()

@@ -26,7 +26,7 @@ from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.measure import Timed, Timing
 from kdnas.report import latency_sentence
 from kdnas.run_folder import prepare
-from latlab.backend import Settings
+from latlab.backend import Backend, Settings
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
@@ -263,6 +263,15 @@ def test_a_profile_from_another_machine_or_runtime_is_named_before_searching(set
     if here != "avx2":
         assert f"instruction set {here} here vs avx2 in profile" in warning
     assert f"torch {torch.__version__} here vs 0.0-elsewhere in profile" in warning
+    assert error.startswith("Error:") and result.exit_code == 2
+
+
+def test_the_search_warns_before_it_starts_about_what_would_disturb_timing_its_winner(
+        setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Backend, "disturbances", lambda self: ("telemetry would fork beside the timing",))
+    result = CliRunner().invoke(main, search_args(setup, tmp_path / "o", "--budget-ms", "0.001"))
+    warning, error = result.output.strip().splitlines()  # refused by the budget right after the warning
+    assert warning == "Warning: telemetry would fork beside the timing"
     assert error.startswith("Error:") and result.exit_code == 2
 
 

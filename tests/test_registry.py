@@ -10,7 +10,7 @@ import pytest
 
 from latlab.backend import Backend, Settings
 from latlab.errors import LatlabError
-from latlab.registry import backend_names, describe, load_backend
+from latlab.registry import backend_names, describe, disturbances, load_backend
 
 from conftest import PLUGIN_MODULE, TINY_SPACE, write_plugin
 
@@ -83,6 +83,12 @@ def test_one_broken_plugin_does_not_hide_the_others(tmp_path, monkeypatch, cli) 
 def test_unknown_backend_lists_the_registered_ones() -> None:
     with pytest.raises(LatlabError, match="unknown backend 'nope'; registered backends: .*onnxruntime.*torch"):
         load_backend("nope")
+
+
+def test_a_backend_that_does_not_load_here_disturbs_nothing_since_nothing_times_on_it(monkeypatch) -> None:
+    monkeypatch.setattr(Backend, "disturbances", lambda self: ("telemetry on",))
+    assert disturbances("torch") == ("telemetry on",)
+    assert disturbances("nope") == ()
 
 
 @pytest.mark.parametrize(("settings", "needle"), [
