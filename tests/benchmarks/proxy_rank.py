@@ -2,13 +2,15 @@
 final test accuracy, over candidates spread across the space.
 
     python tests/benchmarks/proxy_rank.py --profile P --out runs/rank [--candidates 10] [--draw 0] [--seeds 1]
+                                          [--data FILE]
 
 Candidates: the space's uniform students sorted by predicted latency on P, cut into ``--candidates`` equal bins,
 one drawn at random from each (``--draw`` seeds the draw; draws of other seeds skip the earlier draws' picks, so
 ``--draw 1`` gives a set disjoint from ``--draw 0``). Each goes through the final recipe (``kdnas.final``,
 ``--seeds`` seeds), then through every proxy below; the final figures are appended to ``final.jsonl`` in
 ``--out`` as each finishes, so a stopped run resumes where it was. Put a fine-tuned ``teacher/`` from a search's
-run folder into ``--out`` to skip fine-tuning the teacher again.
+run folder into ``--out`` to skip fine-tuning the teacher again (only one fine-tuned on the same ``--data``:
+BBC News when it is left out; ``tests/benchmarks/sentiment_csv.py`` writes a harder one).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=10)
     parser.add_argument("--draw", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--data", default=None, help="CSV/JSONL as kdnas search --data takes; BBC News if left out")
     args = parser.parse_args()
     torch.set_num_threads(2)
     out = Path(args.out)
@@ -68,7 +71,7 @@ def main() -> None:
     table, space = LatencyTable.from_profile(profile), profile.space
     priced = {c: predict_ms(c.architecture(space), table) for c in all_candidates(space)}
     chosen = spread(priced, args.candidates, args.draw)
-    settings = EvalSettings(str(default_teacher_dir()), None)
+    settings = EvalSettings(str(default_teacher_dir()), args.data)
     config = replace(FinalConfig(), seeds=args.seeds)
 
     log = out / "final.jsonl"
