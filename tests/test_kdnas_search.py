@@ -205,10 +205,12 @@ def test_a_run_written_before_a_setting_existed_resumes_with_the_value_it_ran_wi
     shutil.copy(finished / "search.jsonl", old)
     del settings["evaluation"]["score"]  # run.json as kdnas wrote it before proxy scores could be chosen
     (old / "run.json").write_text(json.dumps(settings))
-    assert len(prepare(old, key, True, candidates)) == 6
-    changed = {**key, "evaluation": {**key["evaluation"], "score": "last"}}  # but another score is another run
-    with pytest.raises(LatlabError, match="setting 'evaluation' differs"):
-        prepare(old, changed, True, candidates)
+    ran_with = {**key, "evaluation": {**key["evaluation"], "score": "all"}}  # every pair, the only score then
+    assert len(prepare(old, ran_with, True, candidates)) == 6
+    for score in ("layers", "last"):  # another score, today's default included, is another run
+        changed = {**key, "evaluation": {**key["evaluation"], "score": score}}
+        with pytest.raises(LatlabError, match="setting 'evaluation' differs"):
+            prepare(old, changed, True, candidates)
 
 
 def refused(setup: dict[str, Path], out: Path, *args: str, profile: Path | None = None) -> str:

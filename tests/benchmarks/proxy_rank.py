@@ -36,7 +36,7 @@ from latlab.profile import load_complete_profile
 # Each proxy as EvalSettings changes from the search's default; "default" is what kdnas search runs.
 PROXIES = {
     "default": {},
-    "score: layers only": {"score": "layers"},
+    "score: all pairs (the default before session 10)": {"score": "all"},
     "score: last layer": {"score": "last"},
     "seq_len 128": {"seq_len": 128},
     "labelled (accuracy after 20 steps)": {"objective": "labelled"},
