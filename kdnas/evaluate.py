@@ -34,8 +34,8 @@ class EvalSettings:
     batch_size: int = 16
     init: str = "sliced"
     objective: str = "distill"  # distill: quality = 1 - held-out loss; labelled: held-out accuracy after fine-tuning
-    # the pairs the held-out loss averages (kdnas.distill.SCORES); not the embeddings pair, which a student sliced
-    # at the teacher's width matches almost for free (Kendall tau with final accuracy 0.64 -> 0.82, README)
+    # the pairs the held-out loss averages (kdnas.distill.SCORES): all but the embeddings pair, which a student
+    # sliced at the teacher's width matches almost for free (Kendall tau with final accuracy 0.64 -> 0.82, README)
     score: str = "layers"
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=20))
