@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from latlab.backend import Backend, Runner, Settings
 from latlab.fields import finite, refuse, typed, whole
 from latlab.stats import LatencyStats
@@ -45,6 +47,9 @@ class Protocol:
     warmup_seconds: float = 0.2
     max_round_cv_pct: float = 10.0  # spread of per-round medians above which an item is measured again
     remeasure_tries: int = 1
+    # Stable items timed again beside the unstable ones, to rescale the later pass to the first pass's machine
+    # speed (measure). 0: no rescaling, as in profiles written before it.
+    remeasure_anchors: int = 8
     seed: int = 0
     # Each layer configuration is timed inside uniform whole models of 1 and of this many layers, which price a
     # layer as it runs inside a model (latlab.predict). 0: layers timed alone, as profiles written before it were.
@@ -59,14 +64,17 @@ class Protocol:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "profile") -> Protocol:
         """Fields a later latlab adds are ignored; a count below 1 or a negative time is damage."""
-        # written before model blocks: layers alone; before calibration: none
-        values = {**data, "model_depth": data.get("model_depth", 0), "calibration_models": data.get("calibration_models", 0)}
+        # written before model blocks: layers alone; before calibration: none; before anchors: none
+        values = {**data, "model_depth": data.get("model_depth", 0),
+                  "calibration_models": data.get("calibration_models", 0),
+                  "remeasure_anchors": data.get("remeasure_anchors", 0)}
         protocol = typed(cls, values, source, "protocol", strict=False)
         for name in ("rounds", "min_samples", "max_samples", "warmup_calls"):
             whole(getattr(protocol, name), source, f"protocol.{name}")
         for name in ("min_seconds", "warmup_seconds", "max_round_cv_pct"):
             finite(getattr(protocol, name), source, f"protocol.{name}", minimum=0.0)
         whole(protocol.remeasure_tries, source, "protocol.remeasure_tries", minimum=0)
+        whole(protocol.remeasure_anchors, source, "protocol.remeasure_anchors", minimum=0)
         whole(protocol.calibration_models, source, "protocol.calibration_models", minimum=0)
         if protocol.model_depth == 1 or not 0 <= protocol.model_depth <= MAX_MODEL_DEPTH:
             raise refuse(source, "protocol.model_depth",
@@ -121,6 +129,22 @@ def interleave(
     return results
 
 
+def anchors_for(results: Mapping[str, Rounds], shaky: list[str], count: int) -> list[str]:
+    """Up to ``count`` stable items spread evenly over the stable items' latencies, shortest to longest."""
+    stable = sorted((k for k in results if k not in shaky),
+                    key=lambda k: LatencyStats.from_rounds(results[k]).median_ms)
+    if count >= len(stable):
+        return stable
+    return [stable[round(i * (len(stable) - 1) / max(count - 1, 1))] for i in range(count)]
+
+
+def speed_ratio(first: Mapping[str, Rounds], again: Mapping[str, Rounds], anchors: list[str]) -> float:
+    """How much faster the first pass ran than a later one: the median over anchors of their median ratios."""
+    ratios = [LatencyStats.from_rounds(first[k]).median_ms / LatencyStats.from_rounds(again[k]).median_ms
+              for k in anchors]
+    return float(np.median(ratios)) if ratios else 1.0
+
+
 def measure(
     runners: Mapping[str, Runner],
     protocol: Protocol,
@@ -130,6 +154,11 @@ def measure(
 ) -> tuple[dict[str, Rounds], set[str]]:
     """Interleaved measurement, then re-measurement of items whose round medians spread too much.
 
+    A re-measurement runs minutes after the first pass, when the machine may run at another speed (a host that
+    switches speed states), while the stable items keep their first-pass rounds. So stable anchors are timed
+    again beside the unstable items, and the new rounds are rescaled by how much faster the first pass ran;
+    otherwise one table, or one same-run validation, would mix two machine speeds.
+
     Returns the rounds per item and the keys that stayed unstable after ``remeasure_tries``. ``report`` hears
     the warm-ups and each round of a re-measurement (stage "re-measure"); ``on_round`` the first pass's rounds.
     """
@@ -138,10 +167,13 @@ def measure(
         shaky = [k for k in results if LatencyStats.from_rounds(results[k]).round_cv_pct > protocol.max_round_cv_pct]
         if not shaky:
             break
-        again = interleave({k: runners[k] for k in shaky}, protocol,
+        anchors = anchors_for(results, shaky, protocol.remeasure_anchors)
+        again = interleave({k: runners[k] for k in shaky + anchors}, protocol,
                            on_round=lambda index, total, _: report("re-measure", index, total))
+        ratio = speed_ratio(results, again, anchors)
         for key in shaky:
-            if LatencyStats.from_rounds(again[key]).round_cv_pct < LatencyStats.from_rounds(results[key]).round_cv_pct:
-                results[key] = again[key]
+            rescaled = [[sample * ratio for sample in r] for r in again[key]]
+            if LatencyStats.from_rounds(rescaled).round_cv_pct < LatencyStats.from_rounds(results[key]).round_cv_pct:
+                results[key] = rescaled
     unstable = {k for k in results if LatencyStats.from_rounds(results[k]).round_cv_pct > protocol.max_round_cv_pct}
     return results, unstable

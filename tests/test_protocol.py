@@ -199,12 +199,14 @@ def alternating(i: int) -> float:
     return 1.0 if i % 2 else 3.0
 
 
-def test_unstable_item_is_measured_again_and_flagged_when_it_stays_unstable() -> None:
+@pytest.mark.parametrize("anchors", [0, 1])
+def test_unstable_item_is_measured_again_and_flagged_when_it_stays_unstable(anchors: int) -> None:
     runners, _ = runners_for({"steady": constant(1.0), "shaky": alternating})
-    protocol = Protocol(rounds=6, max_round_cv_pct=5.0, remeasure_tries=2, **ONE_CALL)
+    protocol = Protocol(rounds=6, max_round_cv_pct=5.0, remeasure_tries=2, remeasure_anchors=anchors, **ONE_CALL)
     results, unstable = measure(runners, protocol)
     assert unstable == {"shaky"}
-    assert runners["steady"].calls == 1 + protocol.rounds, "a stable item is measured once"
+    assert results["steady"] == [[1.0]] * protocol.rounds, "an anchor keeps its first-pass rounds"
+    assert runners["steady"].calls == (1 + 2 * anchors) * (1 + protocol.rounds), "timed again only as an anchor"
     assert runners["shaky"].calls == 3 * (1 + protocol.rounds), "first pass plus one per try"
     assert LatencyStats.from_rounds(results["shaky"]).round_cv_pct > protocol.max_round_cv_pct
 
@@ -226,6 +228,37 @@ def test_remeasurement_never_replaces_rounds_with_worse_ones() -> None:
     results, unstable = measure(runners, Protocol(rounds=rounds, max_round_cv_pct=5.0, **ONE_CALL))
     assert unstable == {"x"}
     assert sorted({s for r in results["x"] for s in r}) == [1.0, 1.2]
+
+
+def test_remeasured_rounds_are_rescaled_to_the_speed_of_the_first_pass() -> None:
+    """The machine runs 1.5x slower after the first pass: the anchors measure it, and the item re-measured then
+    is priced at the first pass's speed, like the stable items whose rounds are kept."""
+    rounds, log = 6, []
+    first_pass = 5 * (1 + rounds)
+    speed = lambda: 1.0 if len(log) < first_pass else 1.5  # noqa: E731
+
+    def steady(ms: float) -> Callable[[int], float]:
+        return lambda i: ms * speed()
+
+    scripts = {"a": steady(1.0), "b": steady(2.0), "c": steady(4.0), "d": steady(8.0),
+               "x": lambda i: alternating(i) if len(log) < first_pass else 2.0 * speed()}
+    runners = {key: ScriptedRunner(key, log, script) for key, script in scripts.items()}
+    results, unstable = measure(runners, Protocol(rounds=rounds, max_round_cv_pct=5.0, remeasure_anchors=3, **ONE_CALL))
+    assert unstable == set()
+    assert [s for r in results["x"] for s in r] == pytest.approx([2.0] * rounds)
+    assert [runners[k].calls for k in "abcd"] == [2 * (1 + rounds), 1 + rounds, 2 * (1 + rounds), 2 * (1 + rounds)], \
+        "three anchors spread from the fastest to the slowest stable item"
+
+
+def test_without_anchors_a_remeasurement_keeps_the_later_speed() -> None:
+    """What profiles written before anchors did (remeasure_anchors 0): the later pass is taken as it ran."""
+    rounds, log = 6, []
+    first_pass = 2 * (1 + rounds)
+    runners = {"a": ScriptedRunner("a", log, lambda i: 1.0),
+               "x": ScriptedRunner("x", log, lambda i: alternating(i) if len(log) < first_pass else 3.0)}
+    results, _ = measure(runners, Protocol(rounds=rounds, max_round_cv_pct=5.0, remeasure_anchors=0, **ONE_CALL))
+    assert results["x"] == [[3.0]] * rounds
+    assert Protocol.from_json({}).remeasure_anchors == 0, "a profile without the field was measured without anchors"
 
 
 # --- resume of `latlab profile` ----------------------------------------------------------------------------
