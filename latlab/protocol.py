@@ -48,7 +48,7 @@ class Protocol:
     max_round_cv_pct: float = 10.0  # spread of per-round medians above which an item is measured again
     remeasure_tries: int = 1
     # Stable items timed again beside the unstable ones, to rescale the later pass to the first pass's machine
-    # speed (measure). 0: no rescaling, as in profiles written before it.
+    # speed (see measure). 0: no rescaling, as in profiles written before it.
     remeasure_anchors: int = 8
     seed: int = 0
     # Each layer configuration is timed inside uniform whole models of 1 and of this many layers, which price a
