@@ -31,7 +31,7 @@ from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import LabelledBatch, TaskConfig, TaskOutcome, accuracy, batches, train_task
 from kdnas.measure import LogitsOnly, Timing, time_models
-from kdnas.run_folder import ONNX_FILE, STUDENT_DIR, TEACHER_DIR
+from kdnas.run_folder import ONNX_FILE, STUDENT_DIR, TEACHER_DIR, Record
 from kdnas.student import build_student, count_parameters, slice_from
 from latlab.atomic import write_bytes
 from latlab.errors import LatlabError
@@ -105,6 +105,7 @@ class Teacher:
 class FinalResult:
     trained: Trained
     baselines: dict[str, Trained]  # hand-designed students at the winner's latency, by family (``--baselines``)
+    rivals: dict[str, Trained]  # per family whose baseline is faster than the winner: the searched student facing it
     teacher_parameters: int
     teacher_accuracy: float | None
     latency: Timing | None  # student, baselines and teacher; None when the profile's backend cannot run here
@@ -141,6 +142,26 @@ def baseline_candidates(winner: Candidate, teacher: Candidate, priced: dict[Cand
                               f"{teacher.name}; search a space that holds the teacher's shape")
         picked[family] = min(members, key=lambda c: (abs(priced[c] - priced[winner]), -c.hidden * c.ffn, -c.heads))
     return picked
+
+
+def rival_name(family: str) -> str:
+    return f"searched, no slower than {family}"
+
+
+def rival_candidates(records: list[Record], winner: Candidate, baselines: dict[str, Candidate],
+                     priced: dict[Candidate, float]) -> dict[str, Candidate]:
+    """Per baseline predicted faster than the winner, the searched candidate that scored best on the proxy among
+    those predicted no slower than that baseline: a comparison at equal or lower latency even where a family's
+    nearest member is faster than the winner (one layer is the coarsest step there is). Where no such candidate
+    was searched, the family has none and the winner faces the baseline alone."""
+    rivals = {}
+    for family, baseline in baselines.items():
+        if priced[baseline] >= priced[winner]:
+            continue
+        fitting = [r for r in records if r.predicted_ms <= priced[baseline]]
+        if fitting:
+            rivals[family] = max(fitting, key=lambda r: (r.quality, -r.predicted_ms)).candidate
+    return rivals
 
 
 def save_model(model: BertForSequenceClassification, tokenizer: object, folder: Path) -> None:
@@ -232,9 +253,11 @@ def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings
 
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
               space: SearchSpace, out: Path, baselines: dict[str, Candidate] | None = None,
-              say: Say = lambda _: None, tuned_teacher: Path | None = None) -> FinalResult:
+              say: Say = lambda _: None, tuned_teacher: Path | None = None,
+              rivals: dict[str, Candidate] | None = None) -> FinalResult:
     """``space`` is the one the search priced: every model trains, is exported and is timed at its deployment
-    shape. ``baselines`` go through the same recipe and are timed in the same rounds as the student."""
+    shape. ``baselines`` and ``rivals`` (see ``rival_candidates``) go through the same recipe and are timed in the
+    same rounds as the student."""
     started = time.perf_counter()
     teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say, tuned_teacher)
     trained = train_student(candidate, teacher, settings, config, say)
@@ -245,12 +268,19 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
     for family, baseline in (baselines or {}).items():
         say(f"baseline ({BASELINE_FAMILIES[family]}): {baseline.name}")
         others[family] = train_student(baseline, teacher, settings, config, say)
+    searched = {candidate: trained}  # two families may share a rival: it trains once
+    for family, rival in (rivals or {}).items():
+        if rival not in searched:
+            say(f"{rival_name(family)} (the searched student facing it): {rival.name}")
+            searched[rival] = train_student(rival, teacher, settings, config, say)
+    matched = {family: searched[rival] for family, rival in (rivals or {}).items()}
     classifier = teacher.model.cpu().eval()
-    models = {"student": trained.model, **{family: t.model for family, t in others.items()}, "teacher": classifier}
+    models = {"student": trained.model, **{family: t.model for family, t in others.items()},
+              **{rival_name(family): t.model for family, t in matched.items()}, "teacher": classifier}
     try:
         latency = time_models(profile, models, space, config.protocol)
         reason = ""
     except LatlabError as exc:
         latency, reason = None, str(exc)
-    return FinalResult(trained, others, count_parameters(classifier.bert), teacher.test_accuracy, latency, reason,
+    return FinalResult(trained, others, matched, count_parameters(classifier.bert), teacher.test_accuracy, latency, reason,
                        time.perf_counter() - started)

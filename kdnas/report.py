@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from kdnas.final import BASELINE_FAMILIES, FinalResult, Trained
+from kdnas.final import BASELINE_FAMILIES, FinalResult, Trained, rival_name
 from kdnas.measure import Timing
 from kdnas.run_folder import FINAL_FILE, LOG_FILE, PLOT_FILE, REPORT_FILE, Record
 from kdnas.search import SearchPlan
@@ -110,7 +110,8 @@ def model_rows(final: FinalResult) -> list[dict]:
     timed = final.latency.rows if final.latency else {}
     teacher_ms = timed["teacher"].measured.median_ms if "teacher" in timed else None
     rows = []
-    for name, trained in {"student": final.trained, **final.baselines}.items():
+    for name, trained in {"student": final.trained, **final.baselines,
+                          **{rival_name(family): t for family, t in final.rivals.items()}}.items():
         row = timed.get(name)
         rows.append({"model": name, "architecture": trained.candidate.name, "parameters": trained.parameters,
                      "predicted_ms": row.predicted_ms if row else None,
@@ -123,13 +124,47 @@ def model_rows(final: FinalResult) -> list[dict]:
     return rows
 
 
+def comparisons(final: FinalResult) -> list[dict]:
+    """Per baseline: does a searched student beat it at equal or lower measured latency? The winner faces it,
+    or, where the baseline is faster than the winner, the searched student at its latency (``rival_candidates``).
+    "beats" needs the accuracy gain beyond the seeds' spread (Welch's t-test, p < 0.05), not only a higher mean."""
+    from scipy.stats import ttest_ind
+
+    timed = final.latency.rows if final.latency else {}
+    found = []
+    for family, baseline in final.baselines.items():
+        name = rival_name(family) if family in final.rivals else "student"
+        rival = final.rivals.get(family, final.trained)
+        rival_ms = timed[name].measured.median_ms if name in timed else None
+        baseline_ms = timed[family].measured.median_ms if family in timed else None
+        gain = (rival.accuracy - baseline.accuracy if rival.accuracy is not None and baseline.accuracy is not None
+                else None)
+        spread = len(rival.accuracies) > 1 and len(baseline.accuracies) > 1 and (rival.accuracy_sd or baseline.accuracy_sd)
+        t, p = ttest_ind(rival.accuracies, baseline.accuracies, equal_var=False) if spread else (None, None)
+        if rival_ms is None or baseline_ms is None or gain is None:
+            verdict = "not decided: latency or accuracy not measured"
+        elif rival_ms > baseline_ms:
+            verdict = "slower than the baseline"
+        elif gain <= 0:
+            verdict = "no slower, but not more accurate"
+        elif p is None or p >= 0.05:
+            verdict = "no slower and more accurate, within the seeds' spread"
+        else:
+            verdict = "beats it: no slower and more accurate beyond the seeds' spread"
+        found.append({"family": family, "baseline": baseline.candidate.name, "searched_model": name,
+                      "searched": rival.candidate.name, "baseline_ms": baseline_ms, "searched_ms": rival_ms,
+                      "accuracy_gain": gain, "welch_t": None if t is None else float(t),
+                      "p": None if p is None else float(p), "verdict": verdict})
+    return found
+
+
 def final_json(final: FinalResult) -> dict:
     timed = final.latency.rows if final.latency else {}
     return {"teacher": {"parameters": final.teacher_parameters, "test_accuracy": final.teacher_accuracy,
                         "predicted_ms": timed["teacher"].predicted_ms if "teacher" in timed else None,
                         "measured_median_ms": timed["teacher"].measured.median_ms if "teacher" in timed else None},
             "models": model_rows(final), "drift_pct": final.latency.drift_pct if final.latency else None,
-            "not_measured": final.not_measured, "seconds": final.seconds}
+            "comparisons": comparisons(final), "not_measured": final.not_measured, "seconds": final.seconds}
 
 
 def comparison_lines(final: FinalResult) -> list[str]:
@@ -145,7 +180,17 @@ def comparison_lines(final: FinalResult) -> list[str]:
                      f"{ms(row['measured_median_ms'])} | {speedup} | "
                      f"{accuracy_text(row['test_accuracy'], row['test_accuracy_sd'])} | "
                      f"{'n/a' if row['of_teacher'] is None else format(row['of_teacher'], '.1%')} |")
-    return lines + ["", *(f"- {family}: {why}" for family, why in BASELINE_FAMILIES.items()), ""]
+    lines += ["", *(f"- {family}: {why}" for family, why in BASELINE_FAMILIES.items())]
+    if final.rivals:
+        lines.append("- searched, no slower than a baseline: where that baseline runs faster than the winner, the "
+                     "searched candidate with the best proxy quality among those predicted no slower than it")
+    lines += ["", "Verdict, per baseline (measured in the same rounds; Welch's t over the seeds' test accuracies):", ""]
+    for c in comparisons(final):
+        gain = "n/a" if c["accuracy_gain"] is None else f"{c['accuracy_gain'] * 100:+.1f} points"
+        test = "" if c["p"] is None else f", t {c['welch_t']:.2f}, p {c['p']:.3f}"
+        lines.append(f"- {c['family']} ({c['baseline']}, {ms(c['baseline_ms'])} ms) against {c['searched']} "
+                     f"({ms(c['searched_ms'])} ms): {gain}{test}: {c['verdict']}")
+    return lines + [""]
 
 
 def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], chosen: Record, final: FinalResult,

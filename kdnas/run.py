@@ -21,7 +21,7 @@ from kdnas.distill import DistillConfig
 from kdnas.evaluate import EvalSettings
 from kdnas.executors import make_executor
 from kdnas.candidate import Candidate
-from kdnas.final import FinalConfig, FinalResult, baseline_candidates, run_final
+from kdnas.final import FinalConfig, FinalResult, baseline_candidates, rival_candidates, run_final
 from kdnas.measure import predicted_or_none, teacher_architecture
 from kdnas.report import plot_pareto, report_markdown, write_report
 from kdnas.reward import RewardConfig
@@ -183,9 +183,10 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
         say(f"best: {chosen.candidate.name} reward {chosen.reward:.4f}; the final recipe on the full training split, "
             f"{final.seeds} seed(s)")
         baselines = (baseline_candidates(chosen.candidate, Candidate.of(teacher_arch), priced) if request.baselines
-                     else None)
+                     else {})
+        rivals = rival_candidates(records, chosen.candidate, baselines, priced)
         result = run_final(chosen.candidate, evaluation, final, profile, space, folder, baselines, say,
-                           Path(request.tuned_teacher) if request.tuned_teacher else None)
+                           Path(request.tuned_teacher) if request.tuned_teacher else None, rivals)
         plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / PLOT_FILE)
         write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted), result)
     return SearchOutcome(folder, chosen, result, time.monotonic() - started)

@@ -80,10 +80,15 @@ def points(folder: Path) -> list[Point]:
     return [p for p in found if p.measured_ms is not None and p.accuracy is not None]
 
 
+def searched(point: Point) -> bool:
+    """A student the search found: a run's winner, or the one it set against a faster baseline."""
+    return point.model == "student" or point.model.startswith("searched")
+
+
 def front(found: list[Point]) -> list[Point]:
     """Searched students no other searched student beats on both measured latency and accuracy."""
     best, kept = float("-inf"), []
-    for point in sorted((p for p in found if p.model == "student"), key=lambda p: (p.measured_ms, -p.accuracy)):
+    for point in sorted((p for p in found if searched(p)), key=lambda p: (p.measured_ms, -p.accuracy)):
         if point.accuracy > best:
             kept.append(point)
             best = point.accuracy
@@ -92,7 +97,7 @@ def front(found: list[Point]) -> list[Point]:
 
 def table(found: list[Point]) -> str:
     lines = ["| run | model | architecture | measured ms | test accuracy |", "|---|---|---|---|---|"]
-    for p in sorted(found, key=lambda p: (p.model != "student", p.measured_ms)):
+    for p in sorted(found, key=lambda p: (not searched(p), p.measured_ms)):
         sd = f" ± {p.accuracy_sd:.1%}" if p.accuracy_sd is not None else ""
         lines.append(f"| {p.run} | {p.model} | {p.architecture} | {p.measured_ms:.3f} | {p.accuracy:.1%}{sd} |")
     return "\n".join(lines) + "\n"
@@ -105,10 +110,10 @@ def plot(found: list[Point], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    styles = {"student": ("o", "tab:blue", "KD-NAS winners"), "fewer layers": ("s", "tab:orange", "fewer layers"),
+    styles = {"student": ("o", "tab:blue", "KD-NAS students"), "fewer layers": ("s", "tab:orange", "fewer layers"),
               "narrower": ("^", "tab:green", "narrower"), "teacher": ("*", "red", "teacher")}
     for model, (marker, colour, label) in styles.items():
-        group = [p for p in found if p.model == model]
+        group = [p for p in found if (searched(p) if model == "student" else p.model == model)]
         if not group:
             continue
         seen = {(p.measured_ms, p.accuracy): p for p in group}.values()  # one teacher per run folder, often the same

@@ -1,5 +1,5 @@
 """The final recipe's parts on toy models: the soft-label loss, early stopping that keeps the best epoch, and the
-choice of hand-designed baselines at the winner's latency."""
+choice of hand-designed baselines at the winner's latency, and the verdict against them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from kdnas.candidate import Candidate
-from kdnas.final import baseline_candidates
+from kdnas.final import SeedResult, Trained, baseline_candidates, rival_candidates, rival_name
 from kdnas.finetune import TaskConfig, accuracy, task_loss, train_task
+from kdnas.report import comparisons
+from kdnas.run_folder import Record
 from latlab.errors import LatlabError
 
 
@@ -88,3 +90,50 @@ def test_a_space_without_the_teachers_shape_cannot_give_baselines() -> None:
     priced = {Candidate(2, 128, 2, 512): 1.0, Candidate(6, 128, 2, 512): 3.0}
     with pytest.raises(LatlabError, match="fewer layers.*teacher L6-h384-a12-f1536"):
         baseline_candidates(Candidate(2, 128, 2, 512), Candidate(6, 384, 12, 1536), priced)
+
+
+def record(candidate: Candidate, ms: float, quality: float) -> Record:
+    return Record(1, 0, candidate, {}, 1, ms, 1 - quality, quality, None, quality, 1.0)
+
+
+def test_a_baseline_faster_than_the_winner_faces_the_best_searched_student_no_slower_than_it() -> None:
+    winner, teacher = Candidate(4, 256, 2, 256), Candidate(6, 384, 12, 1536)
+    fast, slow = Candidate(1, 384, 12, 1536), Candidate(6, 192, 2, 256)
+    priced = {winner: 6.3, fast: 5.8, slow: 6.4}
+    searched = [record(winner, 6.3, 0.49), record(Candidate(4, 192, 4, 512), 5.6, 0.40),
+                record(Candidate(3, 192, 8, 256), 3.8, 0.35), record(Candidate(4, 256, 4, 256), 6.6, 0.50)]
+    rivals = rival_candidates(searched, winner, {"fewer layers": fast, "narrower": slow}, priced)
+    # the narrower baseline is no faster than the winner: the winner itself faces it, so it has no rival
+    assert rivals == {"fewer layers": Candidate(4, 192, 4, 512)}
+    assert rival_candidates(searched[2:3], winner, {"fewer layers": fast}, priced) == {
+        "fewer layers": Candidate(3, 192, 8, 256)}
+    assert rival_candidates([record(winner, 6.3, 0.49)], winner, {"fewer layers": fast}, priced) == {}
+
+
+def trained(candidate: Candidate, *accuracies: float) -> Trained:
+    return Trained(candidate, tuple(SeedResult(i, 0.5, None, a) for i, a in enumerate(accuracies)), None, 1, 1)
+
+
+def result(ms: dict[str, float], student: Trained, baselines: dict[str, Trained],
+           rivals: dict[str, Trained]) -> SimpleNamespace:
+    rows = {name: SimpleNamespace(measured=SimpleNamespace(median_ms=value)) for name, value in ms.items()}
+    return SimpleNamespace(trained=student, baselines=baselines, rivals=rivals, latency=SimpleNamespace(rows=rows))
+
+
+def test_a_baseline_is_beaten_only_at_equal_or_lower_latency_and_beyond_the_seeds_spread() -> None:
+    student = trained(Candidate(4, 256, 2, 256), 0.785, 0.756, 0.781)
+    fewer, narrower = trained(Candidate(1, 384, 12, 1536), 0.738, 0.738, 0.746), trained(Candidate(6, 192, 2, 256),
+                                                                                        0.724, 0.781, 0.763)
+    rival = trained(Candidate(4, 192, 4, 512), 0.770, 0.775, 0.780)
+    ms = {"student": 6.98, "fewer layers": 6.37, "narrower": 7.20, rival_name("fewer layers"): 6.30}
+    found = {c["family"]: c for c in comparisons(result(ms, student, {"fewer layers": fewer, "narrower": narrower},
+                                                        {"fewer layers": rival}))}
+    assert found["fewer layers"]["searched"] == "L4-h192-a4-f512"
+    assert found["fewer layers"]["verdict"].startswith("beats it") and found["fewer layers"]["p"] < 0.05
+    assert found["narrower"]["searched"] == "L4-h256-a2-f256"  # the winner, faster than this baseline
+    assert found["narrower"]["verdict"] == "no slower and more accurate, within the seeds' spread"
+    slower = comparisons(result({**ms, rival_name("fewer layers"): 6.40}, student, {"fewer layers": fewer},
+                                {"fewer layers": rival}))
+    assert slower[0]["verdict"] == "slower than the baseline"  # predicted no slower is not enough: measured decides
+    without_rival = comparisons(result(ms, student, {"fewer layers": fewer}, {}))
+    assert without_rival[0]["searched"] == "L4-h256-a2-f256" and without_rival[0]["verdict"] == "slower than the baseline"
