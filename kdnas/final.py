@@ -12,6 +12,7 @@ to ship, run the same way for any candidate.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import statistics
@@ -31,9 +32,9 @@ from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import LabelledBatch, TaskConfig, TaskOutcome, accuracy, batches, train_task
 from kdnas.measure import LogitsOnly, Timing, time_models
-from kdnas.run_folder import ONNX_FILE, STUDENT_DIR, TEACHER_DIR, Record
+from kdnas.run_folder import ONNX_FILE, STUDENT_DIR, TEACHER_DIR, TRAINED_DIR, Invalid, Record, count, field, real
 from kdnas.student import build_student, count_parameters, slice_from
-from latlab.atomic import write_bytes
+from latlab.atomic import write_bytes, write_json
 from latlab.errors import LatlabError
 from latlab.modules import example_ids
 from latlab.profile import Profile
@@ -251,6 +252,64 @@ def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings
     return Trained(candidate, tuple(results), kept.cpu().eval(), steps, count_parameters(kept.bert))
 
 
+SEEDS_FILE = "seeds.json"  # beside the kept model in trained/<candidate>/; written last, so it marks a whole folder
+
+
+def save_trained(trained: Trained, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    save_model(trained.model, tokenizer, folder)
+    seeds = [{"seed": s.seed, "held_out_loss": s.held_out_loss, "test_accuracy": s.test_accuracy,
+              "task": None if s.task is None else {"steps": s.task.steps, "validation": list(s.task.validation),
+                                                   "best_epoch": s.task.best_epoch}} for s in trained.seeds]
+    write_json(folder / SEEDS_FILE, {"candidate": trained.candidate.name, "distill_steps": trained.distill_steps,
+                                     "parameters": trained.parameters, "seeds": seeds})
+
+
+def load_trained(candidate: Candidate, seeds: int, labels: int, folder: Path) -> Trained | None:
+    """What an earlier run of this folder trained for ``candidate``, or None when it has not finished one. The
+    run folder's run.json pins the recipe, so a finished one is the same result."""
+    path = folder / SEEDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("candidate") != candidate.name:
+            raise Invalid(f"not the record of {candidate.name}")
+        results = field(data, "seeds", (list,), "a list")
+        if len(results) != seeds:
+            raise Invalid(f"{len(results)} seeds, the recipe trains {seeds}")
+        parsed = []
+        for item in results:
+            if not isinstance(item, dict):
+                raise Invalid("a seed is not a JSON object")
+            task = item.get("task")
+            if task is not None:
+                validation = field(task, "validation", (list,), "a list of accuracies", "task.")
+                task = TaskOutcome(count(task, "steps", 0, "task."), tuple(float(v) for v in validation),
+                                   count(task, "best_epoch", 1, "task."))
+            parsed.append(SeedResult(count(item, "seed", 0), real(item, "held_out_loss", finite=True), task,
+                                     real(item, "test_accuracy", optional=True)))
+        steps, parameters = count(data, "distill_steps", 1), count(data, "parameters", 1)
+    except (OSError, ValueError, TypeError, Invalid) as exc:
+        raise LatlabError(f"{path}: cannot read it back ({exc}); delete {folder} to train {candidate.name} "
+                          "again") from None
+    return Trained(candidate, tuple(parsed), load_classifier(folder, f"trained {candidate.name}", labels), steps,
+                   parameters)
+
+
+def trained_once(candidate: Candidate, teacher: Teacher, settings: EvalSettings, config: FinalConfig, say: Say,
+                 out: Path) -> Trained:
+    """``train_student``, or its result read back from the run folder when an earlier run got that far."""
+    folder = out / TRAINED_DIR / candidate.name
+    found = load_trained(candidate, config.seeds, teacher.model.config.num_labels, folder)
+    if found is not None:
+        say(f"  {candidate.name}: trained by an earlier run, read back from {folder}")
+        return found
+    trained = train_student(candidate, teacher, settings, config, say)
+    save_trained(trained, teacher.tokenizer, folder)
+    return trained
+
+
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
               space: SearchSpace, out: Path, baselines: dict[str, Candidate] | None = None,
               say: Say = lambda _: None, tuned_teacher: Path | None = None,
@@ -260,19 +319,19 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
     same rounds as the student."""
     started = time.perf_counter()
     teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say, tuned_teacher)
-    trained = train_student(candidate, teacher, settings, config, say)
+    trained = trained_once(candidate, teacher, settings, config, say, out)
     save_model(trained.model, teacher.tokenizer, out / STUDENT_DIR)
     example = (example_ids(candidate.architecture(space)),)
     write_bytes(out / ONNX_FILE, export_onnx(LogitsOnly(trained.model).eval(), example))
     others = {}
     for family, baseline in (baselines or {}).items():
         say(f"baseline ({BASELINE_FAMILIES[family]}): {baseline.name}")
-        others[family] = train_student(baseline, teacher, settings, config, say)
+        others[family] = trained_once(baseline, teacher, settings, config, say, out)
     searched = {candidate: trained}  # two families may share a rival: it trains once
     for family, rival in (rivals or {}).items():
         if rival not in searched:
             say(f"{rival_name(family)} (the searched student facing it): {rival.name}")
-            searched[rival] = train_student(rival, teacher, settings, config, say)
+            searched[rival] = trained_once(rival, teacher, settings, config, say, out)
     matched = {family: searched[rival] for family, rival in (rivals or {}).items()}
     classifier = teacher.model.cpu().eval()
     models = {"student": trained.model, **{family: t.model for family, t in others.items()},
@@ -282,5 +341,6 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
         reason = ""
     except LatlabError as exc:
         latency, reason = None, str(exc)
-    return FinalResult(trained, others, matched, count_parameters(classifier.bert), teacher.test_accuracy, latency, reason,
+    return FinalResult(trained, others, matched, count_parameters(classifier.bert), teacher.test_accuracy, latency,
+                       reason,
                        time.perf_counter() - started)

@@ -139,7 +139,8 @@ def comparisons(final: FinalResult) -> list[dict]:
         baseline_ms = timed[family].measured.median_ms if family in timed else None
         gain = (rival.accuracy - baseline.accuracy if rival.accuracy is not None and baseline.accuracy is not None
                 else None)
-        spread = len(rival.accuracies) > 1 and len(baseline.accuracies) > 1 and (rival.accuracy_sd or baseline.accuracy_sd)
+        spread = (len(rival.accuracies) > 1 and len(baseline.accuracies) > 1
+                  and bool(rival.accuracy_sd or baseline.accuracy_sd))  # identical seeds: t is undefined
         t, p = ttest_ind(rival.accuracies, baseline.accuracies, equal_var=False) if spread else (None, None)
         if rival_ms is None or baseline_ms is None or gain is None:
             verdict = "not decided: latency or accuracy not measured"

@@ -23,7 +23,9 @@ from latlab.errors import LatlabError
 RUN_FILE, LOG_FILE = "run.json", "search.jsonl"
 PLOT_FILE, REPORT_FILE, STUDENT_DIR, ONNX_FILE = "pareto.png", "report.md", "student", "student.onnx"
 TEACHER_DIR, FINAL_FILE = "teacher", "final.json"  # the teacher fine-tuned on the task; the final step's figures
-OUTPUTS = (RUN_FILE, LOG_FILE, PLOT_FILE, REPORT_FILE, STUDENT_DIR, ONNX_FILE, TEACHER_DIR, FINAL_FILE)  # everything a search writes there
+TRAINED_DIR = "trained"  # every model through the final recipe, one folder each, so that --resume trains none twice
+OUTPUTS = (RUN_FILE, LOG_FILE, PLOT_FILE, REPORT_FILE, STUDENT_DIR, ONNX_FILE, TEACHER_DIR, FINAL_FILE,
+           TRAINED_DIR)  # everything a search writes there
 FIX_RUN = "restore it or start a new run in another folder"
 FIX_LINE = "delete that line (--resume redoes its candidate) or start a new run in another folder"
 

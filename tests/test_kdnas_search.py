@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModel, BertConfig, BertModel, BertTokenizer
 
+import kdnas.final
 import kdnas.run
 import kdnas.search
 from kdnas.candidate import Candidate
@@ -158,6 +159,29 @@ def test_baselines_go_through_the_same_recipe_and_are_timed_with_the_student(set
     report = (out / "report.md").read_text()
     assert "Against hand-designed students at the same latency" in report and "| narrower | L2-h16-" in report
     assert "Verdict, per baseline" in report and f"- narrower ({rows['narrower']['architecture']}" in report
+
+
+def test_resume_with_baselines_reads_back_every_student_already_trained(
+        setup: dict[str, Path], finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_error) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    trained: list[str] = []
+    real = kdnas.final.train_student
+    monkeypatch.setattr(kdnas.final, "train_student", lambda candidate, *rest: trained.append(candidate.name) or
+                        real(candidate, *rest))
+    result = CliRunner().invoke(main, search_args(setup, out, "--resume", "--baselines"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    before, after = (json.loads((folder / "final.json").read_text())["models"] for folder in (finished, out))
+    assert after[0]["architecture"] not in trained  # the winner: read back from trained/, not trained again
+    assert after[0]["test_accuracy_per_seed"] == before[0]["test_accuracy_per_seed"]
+    assert sorted(trained) == sorted({row["architecture"] for row in after[1:]})  # the baselines, once each
+    trained.clear()
+    again = CliRunner().invoke(main, search_args(setup, out, "--resume", "--baselines"))
+    assert again.exit_code == 0 and trained == [] and "read back from" in again.output
+    seeds = out / "trained" / after[0]["architecture"] / "seeds.json"
+    seeds.write_text(seeds.read_text().replace('"held_out_loss"', '"loss"'))
+    message = user_error(CliRunner().invoke(main, search_args(setup, out, "--resume")), str(seeds))
+    assert "'held_out_loss' is missing" in message and "delete" in message
 
 
 def test_pareto_searches_each_budget_once_and_plots_every_winner_with_the_teacher(setup: dict[str, Path],
