@@ -1,15 +1,21 @@
-"""Is this host quiet enough to profile? The spread of one fixed 1-thread matrix product over 1-second rounds.
+"""Is this host quiet enough to profile? The spread of one fixed matrix product over 1-second rounds.
 
-    python tests/benchmarks/host_noise.py [--rounds 20]
+    python tests/benchmarks/host_noise.py [--rounds 20] [--threads 2] [--per-cpu]
 
 The protocol re-measures a block whose round medians spread more than 10% (``Protocol.max_round_cv_pct``); when
 this fixed workload already spreads far more, expect unstable blocks and weaker validations, and measure later.
 CPU time stolen by the hypervisor over the same seconds is read from /proc/stat where it exists.
+
+A quiet 1-thread figure says nothing about the other vCPUs, and a profile at N threads waits at every
+synchronisation for the slowest of N: ``--threads N`` times the product at N intra-op threads, and ``--per-cpu``
+pins the 1-thread product to each usable CPU in turn, round by round, so that a slow vCPU shows as its own
+median, side by side with the others in the same seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -26,26 +32,52 @@ def steal_ticks() -> tuple[int, int] | None:
     return fields[7], sum(fields)
 
 
+def round_median_us(weights: torch.Tensor, tokens: torch.Tensor, seconds: float = 1.0) -> float:
+    calls_us = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter_ns()
+        torch.relu(tokens @ weights)
+        calls_us.append((time.perf_counter_ns() - start) / 1e3)
+    return statistics.median(calls_us)
+
+
+def summary(label: str, medians: list[float]) -> str:
+    middle = statistics.median(medians)
+    return (f"{label}round medians: min {min(medians):.1f} us, median {middle:.1f} us, max {max(medians):.1f} us; "
+            f"spread (max - min) / median {(max(medians) - min(medians)) / middle * 100:.1f}% over "
+            f"{len(medians)} rounds")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
-    rounds = parser.parse_args().rounds
-    torch.set_num_threads(1)
-    weights, tokens = torch.randn(384, 384), torch.randn(128, 384)  # one h384 projection at seq_len 128
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the product (default 1)")
+    parser.add_argument("--per-cpu", action="store_true", help="the 1-thread product pinned to each CPU in turn")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.threads < 1:
+        parser.error("--rounds and --threads must be at least 1")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if args.per_cpu and (args.threads != 1 or not cpus):
+        parser.error("--per-cpu times 1 thread on each CPU in turn: leave --threads at 1, on Linux")
+    torch.set_num_threads(args.threads)
+    # one h384 projection at seq_len 128; at N threads N times the tokens, so each thread has the same share
+    weights, tokens = torch.randn(384, 384), torch.randn(128 * args.threads, 384)
     before = steal_ticks()
-    medians = []
-    for _ in range(rounds):
-        calls_us = []
-        end = time.perf_counter() + 1.0
-        while time.perf_counter() < end:
-            start = time.perf_counter_ns()
-            torch.relu(tokens @ weights)
-            calls_us.append((time.perf_counter_ns() - start) / 1e3)
-        medians.append(statistics.median(calls_us))
+    if args.per_cpu:
+        per_cpu: dict[int, list[float]] = {cpu: [] for cpu in cpus}
+        for _ in range(args.rounds):
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                per_cpu[cpu].append(round_median_us(weights, tokens))
+        os.sched_setaffinity(0, set(cpus))
+        for cpu, medians in per_cpu.items():
+            print(summary(f"CPU {cpu}: ", medians))
+        middles = [statistics.median(m) for m in per_cpu.values()]
+        print(f"slowest CPU / fastest CPU, by median: {max(middles) / min(middles):.3f}")
+    else:
+        print(summary(f"{args.threads} thread(s): ", [round_median_us(weights, tokens) for _ in range(args.rounds)]))
     after = steal_ticks()
-    middle = statistics.median(medians)
-    print(f"round medians: min {min(medians):.1f} us, median {middle:.1f} us, max {max(medians):.1f} us; "
-          f"spread (max - min) / median {(max(medians) - min(medians)) / middle * 100:.1f}% over {rounds} rounds")
     if before and after and after[1] > before[1]:
         print(f"CPU time stolen by the hypervisor meanwhile: {(after[0] - before[0]) / (after[1] - before[1]) * 100:.1f}%")
 
