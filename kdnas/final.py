@@ -327,12 +327,10 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
     for family, baseline in (baselines or {}).items():
         say(f"baseline ({BASELINE_FAMILIES[family]}): {baseline.name}")
         others[family] = trained_once(baseline, teacher, settings, config, say, out)
-    searched = {candidate: trained}  # two families may share a rival: it trains once
-    for family, rival in (rivals or {}).items():
-        if rival not in searched:
-            say(f"{rival_name(family)} (the searched student facing it): {rival.name}")
-            searched[rival] = trained_once(rival, teacher, settings, config, say, out)
-    matched = {family: searched[rival] for family, rival in (rivals or {}).items()}
+    matched = {}
+    for family, rival in (rivals or {}).items():  # two families may share a rival: the second reads it back
+        say(f"{rival_name(family)} (the searched student facing it): {rival.name}")
+        matched[family] = trained_once(rival, teacher, settings, config, say, out)
     classifier = teacher.model.cpu().eval()
     models = {"student": trained.model, **{family: t.model for family, t in others.items()},
               **{rival_name(family): t.model for family, t in matched.items()}, "teacher": classifier}
