@@ -1,6 +1,6 @@
 """Is this host quiet enough to profile? The spread of one fixed matrix product over 1-second rounds.
 
-    python tests/benchmarks/host_noise.py [--rounds 20] [--threads 2] [--per-cpu]
+    python tests/benchmarks/host_noise.py [--rounds 20] [--threads 2] [--per-cpu] [--weights-mb 16]
 
 The protocol re-measures a block whose round medians spread more than 10% (``Protocol.max_round_cv_pct``); when
 this fixed workload already spreads far more, expect unstable blocks and weaker validations, and measure later.
@@ -10,6 +10,10 @@ A quiet 1-thread figure says nothing about the other vCPUs, and a profile at N t
 synchronisation for the slowest of N: ``--threads N`` times the product at N intra-op threads, and ``--per-cpu``
 pins the 1-thread product to each usable CPU in turn, round by round, so that a slow vCPU shows as its own
 median, side by side with the others in the same seconds.
+
+The default product's weights (0.6 MB) stay in a core's L2 cache, so it cannot see a neighbour that fills the shared
+L3 or the memory bus, which a model whose weights are megabytes does see. ``--weights-mb 16`` cycles through that
+many megabytes of h384 projections per call.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ def steal_ticks() -> tuple[int, int] | None:
     return fields[7], sum(fields)
 
 
-def round_median_us(weights: torch.Tensor, tokens: torch.Tensor, seconds: float = 1.0) -> float:
+def round_median_us(weights: list[torch.Tensor], tokens: torch.Tensor, seconds: float = 1.0) -> float:
     calls_us = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter_ns()
-        torch.relu(tokens @ weights)
+        for matrix in weights:
+            torch.relu(tokens @ matrix)
         calls_us.append((time.perf_counter_ns() - start) / 1e3)
     return statistics.median(calls_us)
 
@@ -54,6 +59,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the product (default 1)")
     parser.add_argument("--per-cpu", action="store_true", help="the 1-thread product pinned to each CPU in turn")
+    parser.add_argument("--weights-mb", type=float, default=0.0,
+                        help="cycle through this many MB of weights per call (default: one 0.6 MB projection)")
     args = parser.parse_args()
     if args.rounds < 1 or args.threads < 1:
         parser.error("--rounds and --threads must be at least 1")
@@ -61,8 +68,11 @@ def main() -> None:
     if args.per_cpu and (args.threads != 1 or not cpus):
         parser.error("--per-cpu times 1 thread on each CPU in turn: leave --threads at 1, on Linux")
     torch.set_num_threads(args.threads)
-    # one h384 projection at seq_len 128; at N threads N times the tokens, so each thread has the same share
-    weights, tokens = torch.randn(384, 384), torch.randn(128 * args.threads, 384)
+    # h384 projections at seq_len 128; at N threads N times the tokens, so each thread has the same share
+    projection_mb = 384 * 384 * 4 / 2**20
+    weights = [torch.randn(384, 384) for _ in range(max(1, round(args.weights_mb / projection_mb)))]
+    tokens = torch.randn(128 * args.threads, 384)
+    print(f"weights {len(weights) * projection_mb:.1f} MB per call")
     before = steal_ticks()
     if args.per_cpu:
         per_cpu: dict[int, list[float]] = {cpu: [] for cpu in cpus}
