@@ -145,8 +145,11 @@ def baseline_candidates(winner: Candidate, teacher: Candidate, priced: dict[Cand
     return picked
 
 
+RIVAL_PREFIX = "searched, no slower than "  # final.json's model name of a rival (``rival_candidates``)
+
+
 def rival_name(family: str) -> str:
-    return f"searched, no slower than {family}"
+    return RIVAL_PREFIX + family
 
 
 def rival_candidates(records: list[Record], winner: Candidate, baselines: dict[str, Candidate],

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kdnas.final import RIVAL_PREFIX
 from kdnas.report import save_figure
 from kdnas.run import Say, SearchRequest, search_and_distill
 from kdnas.run_folder import FINAL_FILE, RUN_FILE, TEACHER_DIR
@@ -23,7 +24,7 @@ PLOT, TABLE = "pareto.png", "pareto.md"
 @dataclass(frozen=True)
 class Point:
     run: str
-    model: str  # "student", a baseline family, or "teacher"
+    model: str  # "student", a baseline family, a rival (``rival_name``) or "teacher"
     architecture: str
     measured_ms: float
     accuracy: float
@@ -82,7 +83,7 @@ def points(folder: Path) -> list[Point]:
 
 def searched(point: Point) -> bool:
     """A student the search found: a run's winner, or the one it set against a faster baseline."""
-    return point.model == "student" or point.model.startswith("searched")
+    return point.model == "student" or point.model.startswith(RIVAL_PREFIX)
 
 
 def front(found: list[Point]) -> list[Point]:

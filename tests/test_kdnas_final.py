@@ -14,6 +14,7 @@ from kdnas.final import SeedResult, Trained, baseline_candidates, rival_candidat
 from kdnas.finetune import TaskConfig, accuracy, task_loss, train_task
 from kdnas.report import comparisons
 from kdnas.run_folder import Record
+from kdnas.sweep import Point, front
 from latlab.errors import LatlabError
 
 
@@ -138,3 +139,10 @@ def test_a_baseline_is_beaten_only_at_equal_or_lower_latency_and_beyond_the_seed
     without_rival = comparisons(result(ms, student, {"fewer layers": fewer}, {}))
     assert without_rival[0]["searched"] == "L4-h256-a2-f256"
     assert without_rival[0]["verdict"] == "slower than the baseline"
+
+
+def test_a_rival_is_a_searched_student_on_the_latency_accuracy_front() -> None:
+    point = lambda model, ms, accuracy: Point("run", model, "arch", ms, accuracy, None)  # noqa: E731
+    rival = point(rival_name("fewer layers"), 6.0, 0.72)
+    winner, baseline = point("student", 7.0, 0.77), point("fewer layers", 6.1, 0.74)
+    assert front([winner, rival, baseline]) == [rival, winner]  # the faster baseline is no point of the front
