@@ -89,16 +89,20 @@ def main() -> None:
                    "predicted latency, and time them with the student.")
 @click.option("--final-seeds", type=click.IntRange(min=1), default=None,
               help="Seeds of the final recipe per trained student; accuracy is their mean ± sd [default: 3; 1 with --quick].")
+@click.option("--test", "test_path", type=click.Path(), default=None,
+              help="Labelled CSV/JSONL to test the final models on instead of --data's test split (texts that --data "
+                   "holds are dropped).")
 def search(profile_path: str, teacher_dir: str | None, data_path: str | None, space_path: str | None,
            budget_ms: float | None, target_ratio: float | None, weight_under: float, weight_over: float, episodes: int,
            candidates: int, controller: str, epsilon: float, objective: str, init: str, mapping: str, seed: int,
            threads: int | None, out: str | None, resume: bool, quick: bool, executor: str, workers: int | None,
-           ray_address: str | None, retries: int, baselines: bool, final_seeds: int | None) -> None:
+           ray_address: str | None, retries: int, baselines: bool, final_seeds: int | None, test_path: str | None) -> None:
     """Distill candidates on a proxy set, reward quality x latency, distill and measure the winner."""
     outcome = search_and_distill(
         SearchRequest(profile_path, teacher_dir, data_path, space_path, budget_ms, target_ratio, weight_under,
                       weight_over, episodes, candidates, controller, epsilon, objective, init, mapping, seed, threads,
-                      out, resume, quick, executor, workers, ray_address, retries, baselines, final_seeds),
+                      out, resume, quick, executor, workers, ray_address, retries, baselines, final_seeds,
+                      test_path=test_path),
         lambda line: err.print(line, highlight=False))
     latency = outcome.final.latency
     if latency is None:

@@ -141,6 +141,26 @@ def load_data(path: str | Path | None) -> TextData:
     return with_label_names([str(r["text"]).strip() for r in rows], [str(r["label"]) for r in rows] if has_labels else None)
 
 
+def held_out_test(path: str | Path, data: TextData) -> TextData:
+    """The labelled texts of ``path`` that ``data`` lacks, with ``data``'s label ids: a test set in place of
+    ``data``'s test split, whose few hundred texts can be as noisy as the gaps between students of one latency."""
+    if data.labels is None:
+        raise LatlabError(f"--test {path}: the training data has no labels, so there is nothing to test")
+    extra = load_data(path)
+    if extra.labels is None:
+        raise LatlabError(f"--test {path}: needs a 'label' column in every row; a test set without labels scores nothing")
+    unknown = sorted(set(extra.label_names) - set(data.label_names))
+    if unknown:
+        raise LatlabError(f"--test {path}: label(s) {', '.join(unknown)} are not among the training data's "
+                          f"({', '.join(data.label_names)}); use a test file of the same task")
+    seen = set(data.texts)
+    keep = [i for i, text in enumerate(extra.texts) if text not in seen]
+    if not keep:
+        raise LatlabError(f"--test {path}: every text is also in the training data; a test set must hold unseen texts")
+    ids = tuple(data.label_names.index(extra.label_names[extra.labels[i]]) for i in keep)
+    return TextData(tuple(extra.texts[i] for i in keep), ids, data.label_names)
+
+
 def split(data: TextData) -> Splits:
     """80/10/10 by a hash of each text, each split ordered by that hash: reproducible, independent of row order
     (so a prefix of a split is a random-looking sample), and duplicates never straddle splits."""

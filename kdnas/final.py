@@ -27,7 +27,7 @@ from transformers import BertForSequenceClassification, PreTrainedTokenizerBase
 
 from backends.onnx_export import export_onnx
 from kdnas.candidate import Candidate
-from kdnas.data import load_classifier, load_data, load_teacher, split
+from kdnas.data import held_out_test, load_classifier, load_data, load_teacher, split
 from kdnas.distill import DistillConfig, TeacherTargets, distill, held_out_loss
 from kdnas.evaluate import EvalSettings, text_batches
 from kdnas.finetune import LabelledBatch, TaskConfig, TaskOutcome, accuracy, batches, train_task
@@ -100,6 +100,13 @@ class Teacher:
     hidden_train: TeacherTargets
     hidden_validation: TeacherTargets
     test_accuracy: float | None
+    test_path: str | None  # the labelled file tested on (``--test``); None: the data's test split
+
+    @property
+    def test_source(self) -> str:
+        texts = sum(len(batch[2]) for batch in self.test) if self.test else 0
+        return (f"{self.test_path} ({texts} texts not in the training data)" if self.test_path
+                else f"the data's test split ({texts} texts)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class FinalResult:
     rivals: dict[str, Trained]  # per family whose baseline is faster than the winner: the searched student facing it
     teacher_parameters: int
     teacher_accuracy: float | None
+    test_source: str  # what the test accuracies were measured on
     latency: Timing | None  # student, baselines and teacher; None when the profile's backend cannot run here
     not_measured: str  # why latency was not measured, else ""
     seconds: float
@@ -188,16 +196,19 @@ def logits(model: BertForSequenceClassification, batch: LabelledBatch, device: s
 
 
 def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, folder: Path, say: Say,
-                    tuned: Path | None = None) -> Teacher:
+                    tuned: Path | None = None, test_path: str | None = None) -> Teacher:
     """The teacher fine-tuned on the task, read back from ``folder/teacher`` when an earlier step left it there,
-    or copied from ``tuned`` (another run's ``teacher/`` with the same teacher, data and recipe)."""
+    or copied from ``tuned`` (another run's ``teacher/`` with the same teacher, data and recipe). Every model is
+    tested on the data's test split, or on ``test_path``'s texts that the data lacks (``held_out_test``)."""
     device = settings.device
     _, tokenizer = load_teacher(settings.teacher_dir)
-    splits = split(load_data(settings.data_path))
+    data = load_data(settings.data_path)
+    splits = split(data)
     labels = max(len(splits.train.label_names), 1)
     labelled = splits.train.labels is not None
-    train, validation, test = ((batches(tokenizer, data, seq_len, settings.batch_size)
-                                for data in (splits.train, splits.validation, splits.test)) if labelled
+    tested = held_out_test(test_path, data) if test_path else splits.test
+    train, validation, test = ((batches(tokenizer, part, seq_len, settings.batch_size)
+                                for part in (splits.train, splits.validation, tested)) if labelled
                                else (None, None, None))
     saved = folder / TEACHER_DIR
     found = next((f for f in (saved, tuned) if f is not None and (f / "config.json").is_file()), None)
@@ -220,7 +231,7 @@ def prepare_teacher(settings: EvalSettings, config: FinalConfig, seq_len: int, f
     hidden_validation = TeacherTargets.compute(model.bert, text(splits.validation), variance_from=hidden_train)
     return Teacher(model, tokenizer, train, validation, test,
                    [logits(model, b, device) for b in train] if labelled else None, hidden_train, hidden_validation,
-                   accuracy(model, test, device) if labelled else None)
+                   accuracy(model, test, device) if labelled else None, test_path)
 
 
 def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings, config: FinalConfig,
@@ -258,18 +269,19 @@ def train_student(candidate: Candidate, teacher: Teacher, settings: EvalSettings
 SEEDS_FILE = "seeds.json"  # beside the kept model in trained/<candidate>/; written last, so it marks a whole folder
 
 
-def save_trained(trained: Trained, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+def save_trained(trained: Trained, tokenizer: PreTrainedTokenizerBase, folder: Path, test_path: str | None) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     save_model(trained.model, tokenizer, folder)
     seeds = [{"seed": s.seed, "held_out_loss": s.held_out_loss, "test_accuracy": s.test_accuracy,
               "task": None if s.task is None else {"steps": s.task.steps, "validation": list(s.task.validation),
                                                    "best_epoch": s.task.best_epoch}} for s in trained.seeds]
     write_json(folder / SEEDS_FILE, {"candidate": trained.candidate.name, "distill_steps": trained.distill_steps,
-                                     "parameters": trained.parameters, "seeds": seeds})
+                                     "parameters": trained.parameters, "test": test_path, "seeds": seeds})
 
 
-def load_trained(candidate: Candidate, seeds: int, labels: int, folder: Path) -> Trained | None:
-    """What an earlier run of this folder trained for ``candidate``, or None when it has not finished one. The
+def load_trained(candidate: Candidate, seeds: int, labels: int, folder: Path, test_path: str | None) -> Trained | None:
+    """What an earlier run of this folder trained for ``candidate``, or None when it has not finished one or
+    tested it on other texts (only the kept seed's model is saved, so the others cannot be tested again). The
     run folder's run.json pins the recipe, so a finished one is the same result."""
     path = folder / SEEDS_FILE
     if not path.is_file():
@@ -278,6 +290,8 @@ def load_trained(candidate: Candidate, seeds: int, labels: int, folder: Path) ->
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or data.get("candidate") != candidate.name:
             raise Invalid(f"not the record of {candidate.name}")
+        if data.get("test") != test_path:
+            return None
         results = field(data, "seeds", (list,), "a list")
         if len(results) != seeds:
             raise Invalid(f"{len(results)} seeds, the recipe trains {seeds}")
@@ -304,24 +318,25 @@ def trained_once(candidate: Candidate, teacher: Teacher, settings: EvalSettings,
                  out: Path) -> Trained:
     """``train_student``, or its result read back from the run folder when an earlier run got that far."""
     folder = out / TRAINED_DIR / candidate.name
-    found = load_trained(candidate, config.seeds, teacher.model.config.num_labels, folder)
+    found = load_trained(candidate, config.seeds, teacher.model.config.num_labels, folder, teacher.test_path)
     if found is not None:
         say(f"  {candidate.name}: trained by an earlier run, read back from {folder}")
         return found
     trained = train_student(candidate, teacher, settings, config, say)
-    save_trained(trained, teacher.tokenizer, folder)
+    save_trained(trained, teacher.tokenizer, folder, teacher.test_path)
     return trained
 
 
 def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig, profile: Profile,
               space: SearchSpace, out: Path, baselines: dict[str, Candidate] | None = None,
               say: Say = lambda _: None, tuned_teacher: Path | None = None,
-              rivals: dict[str, Candidate] | None = None) -> FinalResult:
+              rivals: dict[str, Candidate] | None = None, test_path: str | None = None) -> FinalResult:
     """``space`` is the one the search priced: every model trains, is exported and is timed at its deployment
     shape. ``baselines`` and ``rivals`` (see ``rival_candidates``) go through the same recipe and are timed in the
-    same rounds as the student."""
+    same rounds as the student. ``test_path``: see ``prepare_teacher``."""
     started = time.perf_counter()
-    teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say, tuned_teacher)
+    teacher = prepare_teacher(settings, config, config.seq_len or space.seq_len[-1], out, say, tuned_teacher,
+                              test_path)
     trained = trained_once(candidate, teacher, settings, config, say, out)
     save_model(trained.model, teacher.tokenizer, out / STUDENT_DIR)
     example = (example_ids(candidate.architecture(space)),)
@@ -342,6 +357,6 @@ def run_final(candidate: Candidate, settings: EvalSettings, config: FinalConfig,
         reason = ""
     except LatlabError as exc:
         latency, reason = None, str(exc)
-    return FinalResult(trained, others, matched, count_parameters(classifier.bert), teacher.test_accuracy, latency,
-                       reason,
+    return FinalResult(trained, others, matched, count_parameters(classifier.bert), teacher.test_accuracy,
+                       teacher.test_source, latency, reason,
                        time.perf_counter() - started)

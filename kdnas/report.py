@@ -165,7 +165,8 @@ def final_json(final: FinalResult) -> dict:
                         "predicted_ms": timed["teacher"].predicted_ms if "teacher" in timed else None,
                         "measured_median_ms": timed["teacher"].measured.median_ms if "teacher" in timed else None},
             "models": model_rows(final), "drift_pct": final.latency.drift_pct if final.latency else None,
-            "comparisons": comparisons(final), "not_measured": final.not_measured, "seconds": final.seconds}
+            "comparisons": comparisons(final), "tested_on": final.test_source, "not_measured": final.not_measured,
+            "seconds": final.seconds}
 
 
 def comparison_lines(final: FinalResult) -> list[str]:
@@ -185,7 +186,8 @@ def comparison_lines(final: FinalResult) -> list[str]:
     if final.rivals:
         lines.append("- searched, no slower than a baseline: where that baseline runs faster than the winner, the "
                      "searched candidate with the best proxy quality among those predicted no slower than it")
-    lines += ["", "Verdict, per baseline (measured in the same rounds; Welch's t over the seeds' test accuracies):", ""]
+    lines += ["", f"Test accuracy on {final.test_source}.", "",
+              "Verdict, per baseline (measured in the same rounds; Welch's t over the seeds' test accuracies):", ""]
     for c in comparisons(final):
         gain = "n/a" if c["accuracy_gain"] is None else f"{c['accuracy_gain'] * 100:+.1f} points"
         test = "" if c["p"] is None else f", t {c['welch_t']:.2f}, p {c['p']:.3f}"
@@ -223,7 +225,8 @@ def report_markdown(plan: SearchPlan, profile: Profile, records: list[Record], c
         + (f", hard budget {plan.reward.budget_ms:.3f} ms" if plan.reward.budget_ms is not None else "") + ".",
         f"Final recipe ({len(trained.seeds)} seed(s); the teacher fine-tuned once): hidden-state distillation "
         f"{trained.distill_steps} steps per seed, held-out normalised loss {seeds_text(trained, 'loss')} (proxy loss "
-        f"in the search {chosen.proxy_loss:.3f}); test accuracy per seed {seeds_text(trained, 'test')}; the saved and "
+        f"in the search {chosen.proxy_loss:.3f}); test accuracy (on {final.test_source}) per seed "
+        f"{seeds_text(trained, 'test')}; the saved and "
         f"timed student is the seed with the best validation accuracy. Final stage {final.seconds:.0f} s.",
         "",
         *comparison_lines(final),

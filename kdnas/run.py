@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdnas.controller import ControllerConfig
-from kdnas.data import check_encoder, check_splits, default_teacher_dir, load_data, load_teacher
+from kdnas.data import check_encoder, check_splits, default_teacher_dir, held_out_test, load_data, load_teacher
 from kdnas.distill import DistillConfig
 from kdnas.evaluate import EvalSettings
 from kdnas.executors import make_executor
@@ -77,6 +77,7 @@ class SearchRequest:
     baselines: bool = False  # also train and time the hand-designed students at the winner's latency
     final_seeds: int | None = None  # seeds of the final recipe per trained student [default: 3, or 1 with --quick]
     tuned_teacher: str | None = None  # another run's teacher/ to reuse (same teacher, data and recipe): kdnas pareto
+    test_path: str | None = None  # labelled file the final models are tested on instead of the data's test split
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
     teacher_dir = str(check_encoder(request.teacher_dir or default_teacher_dir()))
     data = load_data(request.data_path)
     check_splits(data, request.data_path or "BBC News")
+    if request.test_path:
+        held_out_test(request.test_path, data)  # a bad test file fails now, not after the search
     if request.objective == "labelled" and data.labels is None:
         raise LatlabError(f"data {request.data_path}: the labelled objective needs a 'label' column")
     profile_path = request.profile_path
@@ -186,7 +189,7 @@ def search_and_distill(request: SearchRequest, say: Say) -> SearchOutcome:
                      else {})
         rivals = rival_candidates(records, chosen.candidate, baselines, priced)
         result = run_final(chosen.candidate, evaluation, final, profile, space, folder, baselines, say,
-                           Path(request.tuned_teacher) if request.tuned_teacher else None, rivals)
+                           Path(request.tuned_teacher) if request.tuned_teacher else None, rivals, request.test_path)
         plot_pareto(records, chosen, plan, f"{profile.label}: {len(records)} candidates", folder / PLOT_FILE)
         write_report(folder, report_markdown(plan, profile, records, chosen, result, teacher_predicted), result)
     return SearchOutcome(folder, chosen, result, time.monotonic() - started)

@@ -184,6 +184,50 @@ def test_resume_with_baselines_reads_back_every_student_already_trained(
     assert "'held_out_loss' is missing" in message and "delete" in message
 
 
+def write_test_file(path: Path, data: Path, unseen: int) -> Path:
+    """``unseen`` labelled sentences the data lacks, plus two of the data's own rows, which must be dropped."""
+    rows = list(csv.reader(data.open()))[1:3]
+    for i in range(unseen):
+        words = WORDS[(3 * i) % 11: (3 * i) % 11 + 7]
+        rows.append([" ".join(words) + f" unseen {i}", "sport" if "team" in words else "business"])
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], *rows])
+    return path
+
+
+def test_a_test_file_replaces_the_test_split_and_retrains_what_was_tested_on_other_texts(
+        setup: dict[str, Path], finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    test_file = write_test_file(tmp_path / "test.csv", setup["data"], unseen=12)
+    trained: list[str] = []
+    real = kdnas.final.train_student
+    monkeypatch.setattr(kdnas.final, "train_student", lambda candidate, *rest: trained.append(candidate.name) or
+                        real(candidate, *rest))
+    result = CliRunner().invoke(main, search_args(setup, out, "--resume", "--test", str(test_file)))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    final = json.loads((out / "final.json").read_text())
+    assert final["tested_on"] == f"{test_file} (12 texts not in the training data)"
+    winner = final["models"][0]
+    assert trained == [winner["architecture"]]  # trained/ held its result on the data's own test split
+    assert all(round(a * 12, 6) == round(a * 12) for a in winner["test_accuracy_per_seed"])  # 12 texts, not 14
+    assert f"test accuracy (on {test_file}" in (out / "report.md").read_text()
+    trained.clear()
+    again = CliRunner().invoke(main, search_args(setup, out, "--resume", "--test", str(test_file)))
+    assert again.exit_code == 0 and trained == []  # the same test file: read back
+
+
+def test_bad_test_file(setup: dict[str, Path], tmp_path: Path) -> None:
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("\n".join(json.dumps({"text": w}) for w in WORDS))
+    assert "needs a 'label' column" in refused(setup, tmp_path / "o", "--test", str(unlabelled))
+    other_task = tmp_path / "t.csv"
+    other_task.write_text("text,label\nhello there,politics\n")
+    assert "politics are not among the training data's" in refused(setup, tmp_path / "o", "--test", str(other_task))
+    seen = write_test_file(tmp_path / "seen.csv", setup["data"], unseen=0)
+    assert "every text is also in the training data" in refused(setup, tmp_path / "o", "--test", str(seen))
+
+
 def test_pareto_searches_each_budget_once_and_plots_every_winner_with_the_teacher(setup: dict[str, Path],
                                                                                 finished: Path, tmp_path: Path,
                                                                                 user_error) -> None:
