@@ -76,8 +76,9 @@ def test_profile_and_validate_on_the_real_runtime(cli, tmp_path: Path, name: str
     assert math.isnan(result["spearman"]) or -1 <= result["spearman"] <= 1
     for arch in result["archs"]:
         assert arch["predicted_ms"] > 0 and arch["measured_ms"] > 0
-        # both times are written to 0.0001 ms: on sub-millisecond models that rounding alone moves the error
-        rounding_pct = 0.01 / arch["measured_ms"]
+        # both times are written to 0.0001 ms: on sub-millisecond models that rounding alone moves the error, the
+        # measured time's share scaled by predicted / measured (which a loaded host can make large)
+        rounding_pct = 0.005 * (1 + arch["predicted_ms"] / arch["measured_ms"]) / arch["measured_ms"]
         assert arch["error_pct"] == pytest.approx((arch["predicted_ms"] - arch["measured_ms"]) / arch["measured_ms"]
                                                   * 100, abs=0.005 + rounding_pct)
     assert "MAPE" in validated.stdout
