@@ -3,22 +3,55 @@
 int8 is dynamic quantization of the linear layers on the CPU (weights int8 per tensor ahead, activations at run
 time), the eager-mode recipe torch itself offers. torch marks that API deprecated in favour of torchao, which
 is not a dependency here; a profile records the torch version it ran on.
+
+On the CPU, whether torch's tensors sit on huge pages moves latency from process to process (see latlab.process);
+`process_state` reads back what this process got, and a profile records it.
 """
 
 from __future__ import annotations
 
 import warnings
+from functools import cache
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from latlab.backend import Availability, Backend, Runner, Settings
 from latlab.errors import LatlabError
+from latlab.process import HUGE_PAGES_ENV
 
 if TYPE_CHECKING:
     import torch
 
 # torch is imported where a model runs, not here: a torch profile is read and checked without loading torch.
 _DTYPES = {"f32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_PROBE_BYTES = 4 << 20  # above torch's 2 MB threshold, so it holds at least one whole huge page when they are on
+
+
+@cache
+def huge_pages() -> bool:
+    """Whether this process's large torch tensors really land on huge pages (the kernel may refuse them even when
+    torch asks); fixed at torch's first allocation, so read once."""
+    import torch
+
+    probe = torch.ones(_PROBE_BYTES, dtype=torch.uint8)
+    try:
+        with open("/proc/self/smaps") as smaps:
+            return anon_huge_kib(smaps.read(), probe.data_ptr()) > 0
+    except OSError:  # not Linux: no transparent huge pages to read
+        return False
+
+
+def anon_huge_kib(smaps: str, address: int) -> int:
+    """``AnonHugePages`` of the mapping in a ``/proc/<pid>/smaps`` text that holds ``address``; 0 if none does."""
+    inside = False
+    for line in smaps.splitlines():
+        first, _, rest = line.partition(" ")
+        if not first.endswith(":"):  # a mapping's header: "start-end perms offset dev inode [path]"
+            start, _, end = first.partition("-")
+            inside = int(start, 16) <= address < int(end, 16)
+        elif inside and first == "AnonHugePages:":
+            return int(rest.split()[0])
+    return 0
 
 
 class TorchRunner(Runner):
@@ -78,6 +111,13 @@ class TorchBackend(Backend):
     def default_settings(self) -> Settings:
         return Settings(device="cuda" if _cuda() else "cpu")
 
+    unrecorded_state = {"huge_pages": False}  # latlab did not ask for them before it recorded them
+    process_state_help = (f"torch uses huge pages when {HUGE_PAGES_ENV}=1 is set before it starts; latlab and kdnas "
+                          f"set it unless it is set: run with {HUGE_PAGES_ENV}=0 or 1 to match the profile")
+
+    def process_state(self, settings: Settings) -> dict[str, Any]:
+        return {"huge_pages": huge_pages()} if settings.device == "cpu" else {}
+
     def _prepare(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], settings: Settings) -> Runner:
         import torch
 
@@ -95,6 +135,7 @@ class TorchBackend(Backend):
             "precision": {v: k for k, v in _DTYPES.items()}[str(ran).removeprefix("torch.")],
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
+            **self.process_state(settings),
         }
         if settings.precision == "int8":
             module, applied["quantization"], applied["integer_ops"] = _quantize(module)

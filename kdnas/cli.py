@@ -25,6 +25,7 @@ from kdnas.sweep import PLOT, TABLE, points, sweep, table, write_pareto
 from latlab.atomic import write_json
 from latlab.console import Group, err, profile_to_measure_with, progress_bar
 from latlab.outputs import check_output_files
+from latlab.process import prepare_process
 
 
 class PositiveFinite(click.ParamType):
@@ -44,6 +45,7 @@ class PositiveFinite(click.ParamType):
 @click.version_option(package_name="latlab")
 def main() -> None:
     """Search the student architecture to distill, with latency read from a latlab device profile."""
+    prepare_process()  # before torch's first allocation
 
 
 @main.command()

@@ -23,7 +23,7 @@ from latlab.accuracy import error_pct
 from latlab.architecture import Architecture
 from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.errors import LatlabError
-from latlab.machine import profile_problems
+from latlab.machine import process_problems, profile_problems
 from latlab.modules import example_ids
 from latlab.predict import LatencyTable, predict_ms
 from latlab.profile import Profile
@@ -132,7 +132,7 @@ def time_models(profile: Profile, models: dict[str, PreTrainedModel], space: Sea
     timed = time_with_references(profile, backend, items, list(archs.values()), protocol or profile.protocol, report)
     rows = {name: Timed(predicted_or_none(archs[name], table), timed.stats[name], name in timed.unstable)
             for name in models}
-    return Timing(rows, timed.drift_pct, tuple(profile_problems(profile)))
+    return Timing(rows, timed.drift_pct, tuple(profile_problems(profile) + process_problems(profile, backend)))
 
 
 def figure_rows(profile_path: str, profile: Profile, timing: Timing) -> list[dict[str, Any]]:

@@ -88,6 +88,17 @@ class Backend(ABC):
     def runtime_version(self) -> str:
         ...
 
+    # Process-wide state that moves this runtime's latency, as ``process_state`` reads it (see there): what a
+    # profile that predates its recording was measured with, and how a user sets it.
+    unrecorded_state: ClassVar[dict[str, Any]] = {}
+    process_state_help: ClassVar[str] = ""
+
+    def process_state(self, settings: Settings) -> dict[str, Any]:
+        """State of this process, read back, that holds for every model it runs and changes their latency (torch:
+        whether its weights sit on huge pages). A profile records it in ``applied``; measuring against a profile
+        taken in another state is refused like a foreign machine. None by default."""
+        return {}
+
     def disturbances(self) -> tuple[str, ...]:
         """What this runtime would do on this machine that disturbs measuring, each with its fix; the CLI warns
         before measuring. None by default."""

@@ -28,6 +28,7 @@ from latlab.limits import memory_problem, thread_problem
 from latlab.lock import locked
 from latlab.outputs import check_output_files
 from latlab.predict import LatencyTable, predict
+from latlab.process import prepare_process
 from latlab.profile import Profile, default_name, incomplete_problem, load_complete_profile, load_profile, save_profile
 from latlab.protocol import MAX_MODEL_DEPTH, Protocol
 from latlab.registry import backend_names, describe
@@ -39,6 +40,7 @@ from latlab.space import load_space, space_file
 @click.version_option(package_name="latlab")
 def main() -> None:
     """Latency profiles of transformer encoder blocks, per device and backend."""
+    prepare_process()  # before torch's first allocation
 
 
 @main.command()

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from latlab.backend import Backend
 from latlab.errors import LatlabError
-from latlab.machine import foreign_message, profile_problems
+from latlab.machine import foreign_message, process_problems, profile_problems
 from latlab.profile import Profile, load_complete_profile
 from latlab.protocol import Report
 from latlab.registry import load_backend
@@ -52,20 +52,24 @@ def check_same_machine(profile: Profile, path: str, force: bool) -> None:
     """Profiles are per hardware and runtime: say so loudly, and refuse to measure against a foreign one."""
     if not force:
         load_backend(profile.backend)  # a backend that is not installed is its own, clearer refusal
-    problems = profile_problems(profile)
-    if not problems:
-        return
-    if not force:
+    refuse_or_warn(path, profile_problems(profile), force)
+
+
+def refuse_or_warn(path: str, problems: list[str], force: bool) -> None:
+    if problems and not force:
         raise LatlabError(foreign_message(path, problems) + "; measure a profile here, or pass --force")
-    err.print(f"[yellow]Warning:[/] {foreign_message(path, problems)}", highlight=False)
+    if problems:
+        err.print(f"[yellow]Warning:[/] {foreign_message(path, problems)}", highlight=False)
 
 
 def profile_to_measure_with(path: str, force: bool) -> tuple[Profile, Backend]:
-    """A complete profile of this machine whose backend and settings can run here, or one line saying why not."""
+    """A complete profile of this machine whose backend, settings and process state can run here, or one line
+    saying why not."""
     profile = load_complete_profile(path)
     check_same_machine(profile, path, force)
     backend = backend_to_measure_with(profile.backend)
     backend.check(profile.settings)
+    refuse_or_warn(path, process_problems(profile, backend), force)
     return profile, backend
 
 

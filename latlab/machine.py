@@ -3,6 +3,7 @@ each edge (the CLIs, the final step of a search) decides whether to warn or to r
 
 from __future__ import annotations
 
+from latlab.backend import Backend
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
 from latlab.profile import Profile
@@ -24,6 +25,17 @@ def profile_problems(profile: Profile) -> list[str]:
             problems.append(f"{profile.backend} {backend.runtime_version()} here vs {profile.runtime_version} "
                             "in profile")
     return problems
+
+
+def process_problems(profile: Profile, backend: Backend) -> list[str]:
+    """How this process's state (``Backend.process_state``) differs from the one ``profile`` was measured in.
+    Reading it loads the runtime, so only commands that measure ask."""
+    def recorded(key: str) -> object:
+        return profile.applied.get(key, backend.unrecorded_state.get(key))
+
+    problems = [f"{backend.name} {key}: {now} here vs {recorded(key)} in profile"
+                for key, now in backend.process_state(profile.settings).items() if recorded(key) != now]
+    return [f"{'; '.join(problems)} ({backend.process_state_help})"] if problems else []
 
 
 def foreign_message(path: str, problems: list[str]) -> str:

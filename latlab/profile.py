@@ -12,7 +12,8 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
     backend          {name, runtime_version}
     settings         {threads, precision, device[, quantization]}: what was asked for; quantization (dynamic or
                      static) only with precision int8, whose full recipe the backend reports in ``applied``
-    applied          what the runtime reported back after applying the settings
+    applied          what the runtime reported back after applying the settings, and the state of the process it
+                     ran in (``Backend.process_state``: torch's ``huge_pages``), which measuring refuses to mix
     software         {python, torch, transformers, latlab}
     fingerprint      latlab.fingerprint.Fingerprint
     protocol         latlab.protocol.Protocol

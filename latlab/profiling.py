@@ -11,6 +11,7 @@ from latlab.blocks import Block
 from latlab.calibration import Calibration, CalibrationModel, calibration_architectures
 from latlab.errors import LatlabError
 from latlab.fingerprint import read_fingerprint
+from latlab.machine import process_problems
 from latlab.modules import build_block, build_model
 from latlab.predict import LatencyTable, priced_calibration
 from latlab.profile import Entry, Profile, load_profile, save_profile, software_versions
@@ -59,6 +60,8 @@ def open_profile(backend: Backend, settings: Settings, space: SearchSpace, proto
         raise LatlabError(f"{out}: already exists; pass --resume to continue it or choose another --out")
     existing = load_profile(out)
     resumable(existing, profile, out)
+    if existing.entries and (problems := process_problems(existing, backend)):
+        raise LatlabError(f"{out}: cannot resume, {problems[0]}")
     return existing
 
 

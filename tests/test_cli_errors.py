@@ -195,11 +195,14 @@ def from_elsewhere(path: Path, **changes: object) -> None:
         data["backend"]["runtime_version"] = changes["runtime_version"]
     if "backend" in changes:
         data["backend"]["name"] = changes["backend"]
+    if "pages" in changes:  # the process state the fake backend reads back, as torch's huge pages
+        data["applied"]["pages"] = changes["pages"]
     path.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize(("change", "needle"), [({"cpu_model": "Imaginary CPU 9000"}, "Imaginary CPU 9000"),
-                                                ({"runtime_version": "0.9"}, "1.0 here vs 0.9 in profile")])
+                                                ({"runtime_version": "0.9"}, "1.0 here vs 0.9 in profile"),
+                                                ({"pages": "huge"}, "fake pages: small here vs huge in profile")])
 def test_validate_refuses_a_foreign_profile_unless_forced(cli, user_error, fake_profile, tmp_path, change, needle):
     from_elsewhere(fake_profile, **change)
     result_path = tmp_path / "result.json"
@@ -211,6 +214,17 @@ def test_validate_refuses_a_foreign_profile_unless_forced(cli, user_error, fake_
     assert forced.exit_code == 0, forced.output
     assert "Warning:" in forced.stderr and needle in " ".join(forced.stderr.split())
     assert json.loads(result_path.read_text())["n_archs"] == 2
+
+
+def test_a_profile_older_than_its_process_state_is_read_as_measured_in_the_unrecorded_one(cli, fake_plugin,
+                                                                                         fake_profile) -> None:
+    data = json.loads(fake_profile.read_text())
+    del data["applied"]["pages"]
+    fake_profile.write_text(json.dumps(data))
+    assert cli("validate", "--profile", fake_profile, "--archs", "2").exit_code == 0
+    fake_plugin.State.pages = "huge"
+    refused = cli("validate", "--profile", fake_profile, "--archs", "2")
+    assert refused.exit_code == 2 and "fake pages: huge here vs small in profile (set the fake pages" in refused.stderr
 
 
 def test_predict_warns_about_a_foreign_profile_and_still_predicts(cli, fake_profile, workspace) -> None:

@@ -28,6 +28,7 @@ from kdnas.evaluate import CandidateResult, EvalSettings, evaluate
 from kdnas.measure import Timed, Timing
 from kdnas.report import latency_sentence
 from kdnas.run_folder import prepare
+from backends.torch_eager import TorchBackend
 from latlab.backend import Backend, Settings
 from latlab.blocks import EMBEDDINGS, HEAD, LAYER, MODEL, in_models, layer_block
 from latlab.errors import LatlabError
@@ -59,7 +60,8 @@ def fake_ms(block) -> float:  # noqa: ANN001
 
 
 def write_profile(path: Path, space: SearchSpace, drop: str | None = None) -> Path:
-    profile = Profile(backend="torch", runtime_version=torch.__version__, settings=Settings(), applied={}, software={},
+    profile = Profile(backend="torch", runtime_version=torch.__version__, settings=Settings(),
+                      applied=TorchBackend().process_state(Settings()), software={},  # as if measured in this process
                       fingerprint=read_fingerprint(), protocol=Protocol(), space=space, complete=True)
     for block in space.blocks(profile.protocol.model_depth):
         if block.key != drop:

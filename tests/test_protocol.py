@@ -324,6 +324,15 @@ def test_resume_with_another_runtime_version_is_refused(cli, user_error, fake_pl
     user_error(result, "'runtime_version'", "2.0")
 
 
+def test_resume_in_another_process_state_is_refused(cli, user_error, fake_plugin, fake_profile) -> None:
+    before = fake_profile.read_bytes()
+    fake_plugin.State.pages = "huge"  # as torch in a process that got huge pages, the profile's did not
+    result = cli("profile", "--backend", "fake", "--space", TINY_SPACE, *FAKE_PROTOCOL_ARGS, "--out", fake_profile,
+                 "--resume")
+    user_error(result, str(fake_profile), "cannot resume", "fake pages: huge here vs small in profile")
+    assert fake_profile.read_bytes() == before
+
+
 def test_resume_on_other_hardware_is_refused(fake_plugin, fake_profile, gpu_fingerprint) -> None:
     data = json.loads(fake_profile.read_text())
     data["fingerprint"] = gpu_fingerprint.to_json()

@@ -20,10 +20,11 @@ import torch
 # call of some functions, and it registers an operator library that cannot be registered twice: imported here, once.
 import torch._dynamo  # noqa: F401
 
+from backends.torch_eager import TorchBackend
 from latlab.blocks import embeddings_block, head_block, layer_block, overhead_block
 from latlab.fingerprint import Fingerprint, read_fingerprint
 from latlab.regression.anchor import relative_to_anchor
-from latlab.backend import Runner
+from latlab.backend import Runner, Settings
 from latlab.regression.fixture import MODEL, Companions, plan_rounds, stats_of
 from latlab.profile import save_profile
 from latlab.space import SearchSpace
@@ -354,7 +355,7 @@ def test_profile_gate(pytester: pytest.Pytester, make_profile, block_ms: float, 
     medians = {overhead_block(1, 16): block_ms, embeddings_block(1, 16, 64, 100): 2 * block_ms,
                layer_block(1, 16, 64, 2, 128): 2 * block_ms, head_block(1, 16, 64, 2): 2 * block_ms}
     profile = replace(make_profile(medians, space=SPACE, fingerprint=read_fingerprint()), backend="torch",
-                      runtime_version=torch.__version__)
+                      runtime_version=torch.__version__, applied=TorchBackend().process_state(Settings()))
     save_profile(profile, pytester.path / "profile.json")
     pytester.makepyfile(f"""
         def test_student(latency):

@@ -156,7 +156,7 @@ class Latency:
                         fail: str = "median:15%") -> BenchRecord | None:
         """Time ``arch`` with the profile's backend and settings and fail when it is slower than the profile's
         prediction by more than ``fail``. A profile predicts medians measured with the wall clock."""
-        from latlab.machine import profile_problems
+        from latlab.machine import process_problems, profile_problems
         from latlab.predict import LatencyTable, predict_ms
         from latlab.profile import load_profile
 
@@ -174,7 +174,7 @@ class Latency:
             if record is None:
                 return None
             timer = [f"timer: {record.timer} here vs {WALL_CLOCK} in profile"] if record.timer != WALL_CLOCK else []
-            self._compared_with(f"profile {profile}", profile_problems(loaded) + timer)
+            self._compared_with(f"profile {profile}", profile_problems(loaded) + process_problems(loaded, chosen) + timer)
             return self._finish(record, [judge(g, "profile", predicted, g.value(record.stats)) for g in gates])
 
     def _start(self, backend: str) -> Backend:
