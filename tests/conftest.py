@@ -15,7 +15,6 @@ from latlab.backend import Settings
 from latlab.blocks import MODEL
 from latlab.cli import main
 from latlab.fingerprint import Fingerprint, GpuInfo
-from latlab.process import prepare_process
 from latlab.profile import Entry, Profile
 from latlab.protocol import Protocol
 from latlab.space import SearchSpace, load_space
@@ -29,10 +28,6 @@ PLUGIN_MODULE = "latlab_fake_plugin"
 FAKE_PROTOCOL = Protocol(rounds=4, min_samples=4, min_seconds=0.01)
 FAKE_PROTOCOL_ARGS = ("--rounds", str(FAKE_PROTOCOL.rounds), "--min-seconds", str(FAKE_PROTOCOL.min_seconds),
                       "--min-samples", str(FAKE_PROTOCOL.min_samples))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    prepare_process()  # as the commands do, before collection allocates any tensor: see latlab.process
 
 
 def write_plugin(root: Path, dist: str, entry_points: dict[str, str]) -> Path:

@@ -5,7 +5,8 @@ a mismatch means; writes this machine's latlab fingerprint into every pytest-ben
 the hardware of a run loaded by ``--benchmark-compare``. The checks return problems; this module, the edge, turns
 them into ``pytest.UsageError``, a failed test or a warning. Because every pytest run in the environment loads it,
 it imports only pytest and stdlib-only latlab modules at import time; torch, numpy and the runtimes load inside
-the fixture and hooks when they are used.
+the fixture and hooks when they are used. It asks for torch's huge pages as latlab's commands do
+(``latlab.process``), so a latency test runs in the process state of the profiles and runs it compares with.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from latlab.errors import LatlabError
+from latlab.process import prepare_process
 from latlab.regression.gates import parse_gates
 from latlab.regression.session import SessionState
 
@@ -58,6 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    prepare_process()  # before any test module allocates a tensor
     try:
         gates = tuple(gate for text in config.getoption("latlab_fail") for gate in parse_gates(text))
     except LatlabError as exc:
