@@ -30,11 +30,10 @@ def profile_problems(profile: Profile) -> list[str]:
 def process_problems(profile: Profile, backend: Backend) -> list[str]:
     """How this process's state (``Backend.process_state``) differs from the one ``profile`` was measured in.
     Reading it loads the runtime, so only commands that measure ask."""
-    def recorded(key: str) -> object:
-        return profile.applied.get(key, backend.unrecorded_state.get(key))
-
-    problems = [f"{backend.name} {key}: {now} here vs {recorded(key)} in profile"
-                for key, now in backend.process_state(profile.settings).items() if recorded(key) != now]
+    now = backend.process_state(profile.settings)
+    recorded = {key: profile.applied.get(key, backend.unrecorded_state.get(key)) for key in now}
+    problems = [f"{backend.name} {key}: {now[key]} here vs {recorded[key]} in profile"
+                for key in now if recorded[key] != now[key]]
     return [f"{'; '.join(problems)} ({backend.process_state_help})"] if problems else []
 
 

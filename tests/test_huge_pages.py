@@ -1,4 +1,5 @@
-"""torch's huge pages: read back from the kernel, asked for by the commands, recorded in and checked against profiles."""
+"""torch's huge pages: read back from the kernel, asked for by the commands, recorded in profiles and checked
+against them."""
 
 from __future__ import annotations
 
@@ -76,5 +77,6 @@ def test_the_command_asks_for_huge_pages_unless_told_not_to_and_refuses_a_profil
     result = subprocess.run([str(LATLAB_EXE), "validate", "--profile", str(path), "--archs", "2"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 2, result.stderr
-    assert needle in " ".join(result.stderr.split()) and f"{HUGE_PAGES_ENV}=0 or 1" in " ".join(result.stderr.split())
+    said = " ".join(result.stderr.split())
+    assert needle in said and f"{HUGE_PAGES_ENV}=0 or 1" in said
     assert "Traceback" not in result.stderr

@@ -174,7 +174,8 @@ class Latency:
             if record is None:
                 return None
             timer = [f"timer: {record.timer} here vs {WALL_CLOCK} in profile"] if record.timer != WALL_CLOCK else []
-            self._compared_with(f"profile {profile}", profile_problems(loaded) + process_problems(loaded, chosen) + timer)
+            problems = profile_problems(loaded) + process_problems(loaded, chosen) + timer
+            self._compared_with(f"profile {profile}", problems)
             return self._finish(record, [judge(g, "profile", predicted, g.value(record.stats)) for g in gates])
 
     def _start(self, backend: str) -> Backend:

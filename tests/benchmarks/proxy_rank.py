@@ -12,8 +12,9 @@ within LO-HI ms. ``--test FILE`` scores the final models on that labelled file i
 (texts also in ``--data`` are dropped): a test split of a few hundred texts is as noisy as the gaps between
 students of one latency (``sentiment_csv.py --rest`` writes the snippets a sample left out).
 
-Each candidate goes through the final recipe (``kdnas.final``, ``--seeds`` seeds), then through every proxy below; the final figures are appended to ``final.jsonl`` in
-``--out`` as each finishes, so a stopped run resumes where it was. Put a fine-tuned ``teacher/`` from a search's
+Each candidate goes through the final recipe (``kdnas.final``, ``--seeds`` seeds), then through every proxy
+below; the final figures are appended to ``final.jsonl`` in ``--out`` as each finishes, so a stopped run resumes
+where it was. Put a fine-tuned ``teacher/`` from a search's
 run folder into ``--out`` to skip fine-tuning the teacher again (only one fine-tuned on the same ``--data``:
 BBC News when it is left out; ``tests/benchmarks/sentiment_csv.py`` writes a harder one).
 """
