@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,26 @@ def test_openvino_runs_the_precision_it_is_told() -> None:
     applied = backend.prepare(module, inputs, Settings(threads=1, precision="f32")).applied
     assert applied["precision"] == "f32" and applied["inference_precision_hint"] == "f32"
 
+
+
+def pinned_threads() -> int:
+    """Threads of this process bound to fewer CPUs than the process may use (Linux /proc)."""
+    allowed = len(os.sched_getaffinity(0))
+    return sum(len(os.sched_getaffinity(int(task))) < allowed for task in os.listdir("/proc/self/task"))
+
+
+def test_openvino_pins_no_thread_so_every_block_runs_alike() -> None:
+    """OpenVINO pins a worker only while no other compiled model holds its CPU, so pinning would differ from block
+    to block within one profile; latlab turns it off, reads that back, and no thread ends up bound."""
+    backend = installed("openvino")
+    if not Path("/proc/self/task").is_dir() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux /proc and 2 usable CPUs to see a pinned worker thread")
+    before = pinned_threads()
+    runners = [backend.prepare(*build_block(SMALL_LAYER, seed=seed), Settings(threads=2)) for seed in range(3)]
+    for runner in runners:
+        runner.run()
+        assert runner.applied["enable_cpu_pinning"] == "False"
+    assert pinned_threads() == before
 
 
 def test_openvino_warns_while_its_telemetry_would_fork_beside_the_timing(monkeypatch, tmp_path: Path) -> None:
