@@ -19,8 +19,8 @@ from latlab.backend import PRECISIONS, QUANTIZATIONS, BackendInfo
 from latlab.blocks import overhead_block
 from latlab.calibration import Calibration
 from latlab.compare import compare_profiles, render_plot
-from latlab.console import (Group, backend_to_measure_with, check_same_machine, err, profile_to_measure_with,
-                            progress_bar)
+from latlab.console import (Group, backend_to_measure_with, check_same_machine, err, probe_and_say,
+                            profile_to_measure_with, progress_bar)
 from latlab.errors import LatlabError
 from latlab.estimate import ProfileEstimate, estimate_profile
 from latlab.fingerprint import read_fingerprint
@@ -214,8 +214,14 @@ def profile(backend_name: str, space_path: str | None, threads: int, precision: 
                   + (f"; resuming: {len(todo) + len(models)} left to measure" if opened.entries else ""),
                   highlight=False)
         say_estimate(estimate_profile(todo, backend.name, settings, protocol, models))
+        start = probe_and_say("resume start" if opened.entries else "profile start", settings, protocol)
+        opened.host_noise += [start] if start else []
         with progress_bar() as report:
             result = continue_profile(backend, opened, Path(out), report)
+        end = probe_and_say("profile end", settings, protocol)
+        if end:
+            result.host_noise.append(end)
+            save_profile(result, out)
     unstable = [k for k, e in result.entries.items() if e.unstable]
     click.echo(f"wrote {out}: {len(result.entries)} blocks in {time.monotonic() - started:.0f} s"
                + (f"; {len(unstable)} unstable: {', '.join(unstable)}" if unstable else ""))
@@ -407,6 +413,9 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
     protocol = loaded.protocol
     if min_seconds is not None:
         protocol = replace(protocol, min_seconds=min_seconds)
+    noise = probe_and_say("validate", loaded.settings, protocol)
+    for then in loaded.host_noise:
+        err.print(f"  when profiled: {then.describe()}", highlight=False)
     with progress_bar() as report:
         validation = run_validation(loaded, backend, count, seed, protocol, report, same_run, seq_lens)
     accuracy = validation.accuracy
@@ -444,7 +453,7 @@ def validate(profile_path: str, count: int, seed: int, json_path: str | None, pl
                    f"profiling); corrected for it: MAPE {corrected.mape_pct:.2f}%, within ±5% "
                    f"{corrected.within_5pct:.0%}, within ±10% {corrected.within_10pct:.0%}")
     if json_path:
-        write_json(json_path, validation_json(loaded, validation, seed, profile_path))
+        write_json(json_path, validation_json(loaded, validation, seed, profile_path, noise))
     if plot_path:
         plot(validation, loaded.label, plot_path)
 

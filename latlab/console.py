@@ -12,11 +12,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from latlab.backend import Backend
+from latlab.backend import Backend, Settings
 from latlab.errors import LatlabError
+from latlab.host import HostNoise, probe_host
 from latlab.machine import foreign_message, process_problems, profile_problems
 from latlab.profile import Profile, load_complete_profile
-from latlab.protocol import Report
+from latlab.protocol import Protocol, Report
 from latlab.registry import load_backend
 
 err = Console(stderr=True, soft_wrap=True)  # one line per message in logs, too
@@ -79,3 +80,21 @@ def backend_to_measure_with(name: str) -> Backend:
     for disturbance in backend.disturbances():
         err.print(f"[yellow]Warning:[/] {disturbance}", highlight=False)
     return backend
+
+
+PROBE_ROUNDS = 10  # at most; each as long as the protocol's shortest timing of a block, at most 1 s
+
+
+def probe_and_say(when: str, settings: Settings, protocol: Protocol) -> HostNoise | None:
+    """How quiet the host is now, said on stderr, with a warning where the protocol would call a block this noisy
+    unstable. CPU settings only: a GPU's latency does not wait on the host's other vCPUs in the same way."""
+    if settings.device != "cpu":
+        return None
+    noise = probe_host(when, settings.threads, min(protocol.rounds, PROBE_ROUNDS), min(protocol.min_seconds, 1.0))
+    err.print(noise.describe(), highlight=False)
+    if noise.round_cv_pct > protocol.max_round_cv_pct:
+        err.print(f"[yellow]Warning:[/] the host is noisier than the {protocol.max_round_cv_pct:g}% round CV at "
+                  "which the protocol re-measures a block: expect unstable blocks and a weaker validation; other "
+                  "jobs on this machine, or its neighbours, are moving every latency (measure at a quieter time)",
+                  highlight=False)
+    return noise

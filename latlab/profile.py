@@ -25,6 +25,8 @@ every block, so every latency is per call at that batch size. Layout (schema_ver
                      before it, read as null
     resident_mib     {block key: MiB}: what each block holds resident once loaded and run once (latlab.memory,
                      ``latlab memory``); empty until measured, absent before it
+    host_noise       [latlab.host.HostNoise]: how quiet the host was when profiling started (or resumed) and ended,
+                     a fixed product's spread between rounds at the profile's threads; CPU only, absent before it
     complete         false while a run is in progress (``latlab profile --resume`` continues it)
     transfer         null, except in a profile written by ``latlab transfer``: {source, source_label, source_cpu,
                      source_model_depth, measured: [block keys timed here], fit: {kind: {log_ratio, blocks, spread_pct,
@@ -48,6 +50,7 @@ from latlab.calibration import Calibration
 from latlab.errors import LatlabError
 from latlab.fields import finite, refuse, short, typed, boolean, whole
 from latlab.fingerprint import Fingerprint
+from latlab.host import HostNoise
 from latlab.protocol import Protocol, Rounds
 from latlab.space import DEFAULT_SPACE, SearchSpace
 from latlab.stats import LatencyStats
@@ -90,6 +93,7 @@ class Profile:
     transfer: dict[str, Any] | None = None
     calibration: Calibration | None = None  # see latlab.calibration
     resident_mib: dict[str, float] = field(default_factory=dict)  # see latlab.memory; empty until measured
+    host_noise: list[HostNoise] = field(default_factory=list)  # see latlab.host; empty off the CPU
 
     @property
     def label(self) -> str:
@@ -113,6 +117,7 @@ class Profile:
             "transfer": self.transfer,
             "calibration": self.calibration.to_json() if self.calibration else None,
             "resident_mib": self.resident_mib,
+            "host_noise": [noise.to_json() for noise in self.host_noise],
             "entries": {
                 key: {
                     "block": entry.block._asdict(),
@@ -158,6 +163,7 @@ class Profile:
                 transfer=_transfer(data.get("transfer"), source),  # absent before schema 4
                 calibration=Calibration.from_json(data.get("calibration"), source),
                 resident_mib=_resident(data.get("resident_mib", {}), source),
+                host_noise=_host_noise(data.get("host_noise", []), source),
             )
         except KeyError as exc:
             raise LatlabError(f"{source}: field {exc.args[0]!r} missing; the profile is incomplete or damaged") from None
@@ -167,6 +173,12 @@ def _object(value: Any, source: str, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise refuse(source, field, f"must be a JSON object, got {short(value)}")
     return value
+
+
+def _host_noise(value: Any, source: str) -> list[HostNoise]:
+    if not isinstance(value, list):
+        raise refuse(source, "host_noise", f"must be a list, got {short(value)}")
+    return [typed(HostNoise, item, source, f"host_noise[{index}]") for index, item in enumerate(value)]
 
 
 def _transfer(value: Any, source: str) -> dict[str, Any] | None:

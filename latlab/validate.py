@@ -18,6 +18,7 @@ from latlab.calibration import Calibration, CalibrationModel, calibration_archit
 from latlab.drift import drift_corrected_ms, time_with_references
 from latlab.modules import build_model
 from latlab.errors import LatlabError
+from latlab.host import HostNoise
 from latlab.predict import LatencyTable, predict, priced_calibration
 from latlab.profile import Entry, Profile, settings_json
 from latlab.protocol import Protocol, Report, Rounds, quiet
@@ -172,7 +173,8 @@ def rounded(value: float | None, digits: int) -> float | None:
 VALIDATION_SCHEMA = 1  # the version of what validation_json writes; bump it when a field changes meaning
 
 
-def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str) -> dict[str, Any]:
+def validation_json(profile: Profile, validation: Validation, seed: int, profile_path: str,
+                    host_now: HostNoise | None = None) -> dict[str, Any]:
     accuracy, corrected = validation.accuracy, validation.drift_corrected
     return {
         "schema_version": VALIDATION_SCHEMA,
@@ -190,6 +192,8 @@ def validation_json(profile: Profile, validation: Validation, seed: int, profile
         "spearman": round(accuracy.spearman, 4),
         "mean_error_pct": round(accuracy.mean_error_pct, 3),
         "drift_corrected": corrected and corrected.to_json(),
+        # how quiet the host was (latlab.host): when profiled, and before these models were timed (null: not probed)
+        "host_noise": {"profiled": [n.to_json() for n in profile.host_noise], "now": host_now and host_now.to_json()},
         "same_run": validation.same_run and validation.same_run.to_json(),
         "by_seq_len": {str(n): a.to_json() for n, a in validation.by_seq_len().items()},
         # the same figures without the calibrated costs (null: the profile has no calibration)

@@ -21,37 +21,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from pathlib import Path
 
 import torch
 
-
-def steal_ticks() -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs so far, or None off Linux."""
-    stat = Path("/proc/stat")
-    if not stat.exists():
-        return None
-    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
-    return fields[7], sum(fields)
-
-
-def round_median_us(weights: list[torch.Tensor], tokens: torch.Tensor, seconds: float = 1.0) -> float:
-    calls_us = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter_ns()
-        for matrix in weights:
-            torch.relu(tokens @ matrix)
-        calls_us.append((time.perf_counter_ns() - start) / 1e3)
-    return statistics.median(calls_us)
+from latlab.host import HIDDEN, TOKENS_PER_THREAD, product_round_us, steal_ticks, summarize
 
 
 def summary(label: str, medians: list[float]) -> str:
-    middle = statistics.median(medians)
-    return (f"{label}round medians: min {min(medians):.1f} us, median {middle:.1f} us, max {max(medians):.1f} us; "
-            f"spread (max - min) / median {(max(medians) - min(medians)) / middle * 100:.1f}% over "
-            f"{len(medians)} rounds")
+    noise = summarize(label, 0, medians)
+    return (f"{label}round medians: min {min(medians):.1f} us, median {noise.median_us:.1f} us, max {max(medians):.1f} "
+            f"us; spread (max - min) / median {noise.spread_pct:.1f}% (CV {noise.round_cv_pct:.1f}%) over "
+            f"{noise.rounds} rounds")
 
 
 def main() -> None:
@@ -68,10 +48,10 @@ def main() -> None:
     if args.per_cpu and (args.threads != 1 or not cpus):
         parser.error("--per-cpu times 1 thread on each CPU in turn: leave --threads at 1, on Linux")
     torch.set_num_threads(args.threads)
-    # h384 projections at seq_len 128; at N threads N times the tokens, so each thread has the same share
-    projection_mb = 384 * 384 * 4 / 2**20
-    weights = [torch.randn(384, 384) for _ in range(max(1, round(args.weights_mb / projection_mb)))]
-    tokens = torch.randn(128 * args.threads, 384)
+    # the probe's projections (latlab.host); at N threads N times the tokens, so each thread has the same share
+    projection_mb = HIDDEN * HIDDEN * 4 / 2**20
+    weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(max(1, round(args.weights_mb / projection_mb)))]
+    tokens = torch.randn(TOKENS_PER_THREAD * args.threads, HIDDEN)
     print(f"weights {len(weights) * projection_mb:.1f} MB per call")
     before = steal_ticks()
     if args.per_cpu:
@@ -79,14 +59,14 @@ def main() -> None:
         for _ in range(args.rounds):
             for cpu in cpus:
                 os.sched_setaffinity(0, {cpu})
-                per_cpu[cpu].append(round_median_us(weights, tokens))
+                per_cpu[cpu].append(product_round_us(weights, tokens, 1.0))
         os.sched_setaffinity(0, set(cpus))
         for cpu, medians in per_cpu.items():
             print(summary(f"CPU {cpu}: ", medians))
         middles = [statistics.median(m) for m in per_cpu.values()]
         print(f"slowest CPU / fastest CPU, by median: {max(middles) / min(middles):.3f}")
     else:
-        print(summary(f"{args.threads} thread(s): ", [round_median_us(weights, tokens) for _ in range(args.rounds)]))
+        print(summary(f"{args.threads} thread(s): ", [product_round_us(weights, tokens, 1.0) for _ in range(args.rounds)]))
     after = steal_ticks()
     if before and after and after[1] > before[1]:
         print(f"CPU time stolen by the hypervisor meanwhile: {(after[0] - before[0]) / (after[1] - before[1]) * 100:.1f}%")

@@ -1,0 +1,79 @@
+"""How quiet is the host right now? One fixed matrix product timed in short rounds at the profile's thread count.
+
+Neighbours on a shared VM move every latency at once, and no table survives them: the OpenVINO 2-thread profile
+of session 14, taken while this probe spread 1.9% between rounds, priced whole models within 1.63% in the same run;
+session 15's, taken at 77%, missed by 6.88%. So profiling and validating probe the host first, say what they
+found, and a profile keeps the figures beside its latencies.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# An h384 projection at seq_len 128 (0.6 MB of weights: it stays in a core's L2, so it sees the CPU, not the L3).
+HIDDEN, TOKENS_PER_THREAD = 384, 128
+
+
+@dataclass(frozen=True)
+class HostNoise:
+    when: str  # "profile start", "profile end", "resume start", "validate"
+    threads: int
+    rounds: int
+    median_us: float  # of the round medians: the product's time per call
+    spread_pct: float  # (max - min) / median of the round medians
+    round_cv_pct: float  # their coefficient of variation, as the protocol's stability limit reads it
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        return (f"host at {self.threads} thread(s), {self.when}: a fixed product's round medians spread "
+                f"{self.spread_pct:.1f}% (CV {self.round_cv_pct:.1f}%) over {self.rounds} rounds")
+
+
+def steal_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far, or None off Linux."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
+def product_round_us(weights: list[Any], tokens: Any, seconds: float) -> float:
+    """The median call, in microseconds, of ``relu(tokens @ w)`` over ``weights``, repeated for ``seconds``."""
+    import torch
+
+    calls_us = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or not calls_us:
+        start = time.perf_counter_ns()
+        for matrix in weights:
+            torch.relu(tokens @ matrix)
+        calls_us.append((time.perf_counter_ns() - start) / 1e3)
+    return statistics.median(calls_us)
+
+
+def summarize(when: str, threads: int, medians: list[float]) -> HostNoise:
+    middle = statistics.median(medians)
+    cv = statistics.stdev(medians) / statistics.mean(medians) * 100 if len(medians) > 1 else 0.0
+    return HostNoise(when, threads, len(medians), middle, (max(medians) - min(medians)) / middle * 100, cv)
+
+
+def probe_host(when: str, threads: int, rounds: int, seconds: float) -> HostNoise:
+    """Time the product at ``threads`` intra-op threads (each thread gets the same share of tokens), leaving
+    torch's thread count as it was."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        weights, tokens = [torch.randn(HIDDEN, HIDDEN)], torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
+        product_round_us(weights, tokens, seconds / 4)  # warm-up
+        return summarize(when, threads, [product_round_us(weights, tokens, seconds) for _ in range(rounds)])
+    finally:
+        torch.set_num_threads(before)
