@@ -1,4 +1,4 @@
-"""How quiet is the host right now? One fixed matrix product timed in short rounds at the profile's thread count.
+"""How quiet is the host right now? One fixed matrix product timed in short rounds at the profile's threads.
 
 Neighbours on a shared VM move every latency at once, and no table survives them: the OpenVINO 2-thread profile
 of session 14, taken while this probe spread 1.9% between rounds, priced whole models within 1.63% in the same run;
@@ -14,8 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# An h384 projection at seq_len 128 (0.6 MB of weights: it stays in a core's L2, so it sees the CPU, not the L3).
-HIDDEN, TOKENS_PER_THREAD = 384, 128
+# h384 projections at seq_len 128, 0.56 MB each. One stays in a core's L2 and sees only the CPU; the probe cycles
+# through 16 MB of them, about a student's weights, which live in the L3 and memory bus the VM shares as a model's
+# do. Over 60 one-second rounds at 2 threads (session 15), an OpenVINO h384 L4 model's round medians correlated
+# +0.68 with the 16 MB product and +0.55 with one projection (a torch model: +0.52 and +0.38).
+HIDDEN, TOKENS_PER_THREAD, PROBE_MB = 384, 128, 16
+PROJECTION_MB = HIDDEN * HIDDEN * 4 / 2**20
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,9 @@ class HostNoise:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     def describe(self) -> str:
-        return (f"host at {self.threads} thread(s), {self.when}: a fixed product's round medians spread "
-                f"{self.spread_pct:.1f}% (CV {self.round_cv_pct:.1f}%) over {self.rounds} rounds")
+        return (f"host at {self.threads} thread(s), {self.when}: a fixed {PROBE_MB} MB product took {self.median_us:.0f} "
+                f"us, its round medians spread {self.spread_pct:.1f}% (CV {self.round_cv_pct:.1f}%) over {self.rounds} "
+                "rounds")
 
 
 def steal_ticks() -> tuple[int, int] | None:
@@ -72,7 +77,8 @@ def probe_host(when: str, threads: int, rounds: int, seconds: float) -> HostNois
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        weights, tokens = [torch.randn(HIDDEN, HIDDEN)], torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
+        weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(round(PROBE_MB / PROJECTION_MB))]
+        tokens = torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
         product_round_us(weights, tokens, seconds / 4)  # warm-up
         return summarize(when, threads, [product_round_us(weights, tokens, seconds) for _ in range(rounds)])
     finally:

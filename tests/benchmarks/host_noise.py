@@ -24,7 +24,7 @@ import statistics
 
 import torch
 
-from latlab.host import HIDDEN, TOKENS_PER_THREAD, product_round_us, steal_ticks, summarize
+from latlab.host import HIDDEN, PROJECTION_MB, TOKENS_PER_THREAD, product_round_us, steal_ticks, summarize
 
 
 def summary(label: str, medians: list[float]) -> str:
@@ -49,10 +49,9 @@ def main() -> None:
         parser.error("--per-cpu times 1 thread on each CPU in turn: leave --threads at 1, on Linux")
     torch.set_num_threads(args.threads)
     # the probe's projections (latlab.host); at N threads N times the tokens, so each thread has the same share
-    projection_mb = HIDDEN * HIDDEN * 4 / 2**20
-    weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(max(1, round(args.weights_mb / projection_mb)))]
+    weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(max(1, round(args.weights_mb / PROJECTION_MB)))]
     tokens = torch.randn(TOKENS_PER_THREAD * args.threads, HIDDEN)
-    print(f"weights {len(weights) * projection_mb:.1f} MB per call")
+    print(f"weights {len(weights) * PROJECTION_MB:.1f} MB per call")
     before = steal_ticks()
     if args.per_cpu:
         per_cpu: dict[int, list[float]] = {cpu: [] for cpu in cpus}
