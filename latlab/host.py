@@ -17,7 +17,7 @@ from typing import Any
 # h384 projections at seq_len 128, 0.56 MB each. One stays in a core's L2 and sees only the CPU; the probe cycles
 # through 16 MB of them, about a student's weights, which live in the L3 and memory bus the VM shares as a model's
 # do. Over 60 one-second rounds at 2 threads (session 15), an OpenVINO h384 L4 model's round medians correlated
-# +0.68 with the 16 MB product and +0.55 with one projection (a torch model: +0.52 and +0.38).
+# +0.68 with the 16 MB product and +0.55 with one projection (a torch model: +0.52 and +0.38; tests/benchmarks/probe_tracking.py).
 HIDDEN, TOKENS_PER_THREAD, PROBE_MB = 384, 128, 16
 PROJECTION_MB = HIDDEN * HIDDEN * 4 / 2**20
 
