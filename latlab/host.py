@@ -17,7 +17,8 @@ from typing import Any
 # h384 projections at seq_len 128, 0.56 MB each. One stays in a core's L2 and sees only the CPU; the probe cycles
 # through 16 MB of them, about a student's weights, which live in the L3 and memory bus the VM shares as a model's
 # do. Over 60 one-second rounds at 2 threads (session 15), an OpenVINO h384 L4 model's round medians correlated
-# +0.68 with the 16 MB product and +0.55 with one projection (a torch model: +0.52 and +0.38; tests/benchmarks/probe_tracking.py).
+# +0.68 with the 16 MB product and +0.55 with one projection (a torch model: +0.52 and +0.38;
+# tests/benchmarks/probe_tracking.py).
 HIDDEN, TOKENS_PER_THREAD, PROBE_MB = 384, 128, 16
 PROJECTION_MB = HIDDEN * HIDDEN * 4 / 2**20
 
@@ -35,9 +36,9 @@ class HostNoise:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     def describe(self) -> str:
-        return (f"host at {self.threads} thread(s), {self.when}: a fixed {PROBE_MB} MB product took {self.median_us:.0f} "
-                f"us, its round medians spread {self.spread_pct:.1f}% (CV {self.round_cv_pct:.1f}%) over {self.rounds} "
-                "rounds")
+        return (f"host at {self.threads} thread(s), {self.when}: a fixed {PROBE_MB} MB product took "
+                f"{self.median_us:.0f} us, its round medians spread {self.spread_pct:.1f}% "
+                f"(CV {self.round_cv_pct:.1f}%) over {self.rounds} rounds")
 
 
 def steal_ticks() -> tuple[int, int] | None:

@@ -65,7 +65,8 @@ def main() -> None:
         middles = [statistics.median(m) for m in per_cpu.values()]
         print(f"slowest CPU / fastest CPU, by median: {max(middles) / min(middles):.3f}")
     else:
-        print(summary(f"{args.threads} thread(s): ", [product_round_us(weights, tokens, 1.0) for _ in range(args.rounds)]))
+        medians = [product_round_us(weights, tokens, 1.0) for _ in range(args.rounds)]
+        print(summary(f"{args.threads} thread(s): ", medians))
     after = steal_ticks()
     if before and after and after[1] > before[1]:
         print(f"CPU time stolen by the hypervisor meanwhile: {(after[0] - before[0]) / (after[1] - before[1]) * 100:.1f}%")
