@@ -27,6 +27,7 @@ PROJECTION_MB = HIDDEN * HIDDEN * 4 / 2**20
 class HostNoise:
     when: str  # "profile start", "profile end", "resume start", "validate"
     threads: int
+    weights_mb: float  # what the product cycles through per call
     rounds: int
     median_us: float  # of the round medians: the product's time per call
     spread_pct: float  # (max - min) / median of the round medians
@@ -36,7 +37,7 @@ class HostNoise:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     def describe(self) -> str:
-        return (f"host at {self.threads} thread(s), {self.when}: a fixed {PROBE_MB} MB product took "
+        return (f"host at {self.threads} thread(s), {self.when}: a fixed {self.weights_mb:.0f} MB product took "
                 f"{self.median_us:.0f} us, its round medians spread {self.spread_pct:.1f}% "
                 f"(CV {self.round_cv_pct:.1f}%) over {self.rounds} rounds")
 
@@ -64,10 +65,10 @@ def product_round_us(weights: list[Any], tokens: Any, seconds: float) -> float:
     return statistics.median(calls_us)
 
 
-def summarize(when: str, threads: int, medians: list[float]) -> HostNoise:
+def summarize(when: str, threads: int, weights_mb: float, medians: list[float]) -> HostNoise:
     middle = statistics.median(medians)
     cv = statistics.stdev(medians) / statistics.mean(medians) * 100 if len(medians) > 1 else 0.0
-    return HostNoise(when, threads, len(medians), middle, (max(medians) - min(medians)) / middle * 100, cv)
+    return HostNoise(when, threads, weights_mb, len(medians), middle, (max(medians) - min(medians)) / middle * 100, cv)
 
 
 def probe_host(when: str, threads: int, rounds: int, seconds: float) -> HostNoise:
@@ -81,6 +82,7 @@ def probe_host(when: str, threads: int, rounds: int, seconds: float) -> HostNois
         weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(round(PROBE_MB / PROJECTION_MB))]
         tokens = torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
         product_round_us(weights, tokens, seconds / 4)  # warm-up
-        return summarize(when, threads, [product_round_us(weights, tokens, seconds) for _ in range(rounds)])
+        medians = [product_round_us(weights, tokens, seconds) for _ in range(rounds)]
+        return summarize(when, threads, len(weights) * PROJECTION_MB, medians)
     finally:
         torch.set_num_threads(before)

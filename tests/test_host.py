@@ -20,7 +20,7 @@ from conftest import FAKE_PROTOCOL_ARGS, TINY_SPACE
 
 
 def test_spread_and_cv_are_read_from_the_round_medians() -> None:
-    noise = summarize("validate", 2, [100.0, 110.0, 90.0])
+    noise = summarize("validate", 2, 16.0, [100.0, 110.0, 90.0])
     assert (noise.median_us, noise.rounds, noise.threads) == (100.0, 3, 2)
     assert noise.spread_pct == pytest.approx(20.0)
     assert noise.round_cv_pct == pytest.approx(statistics.stdev([100, 110, 90]) / 100 * 100)
@@ -29,7 +29,7 @@ def test_spread_and_cv_are_read_from_the_round_medians() -> None:
 def test_the_probe_times_at_the_threads_asked_and_leaves_torch_as_it_was() -> None:
     threads = torch.get_num_threads()
     noise = probe_host("profile start", threads=1, rounds=3, seconds=0.01)
-    assert noise.rounds == 3 and noise.threads == 1 and noise.median_us > 0
+    assert noise.rounds == 3 and noise.threads == 1 and noise.median_us > 0 and 15 <= noise.weights_mb <= 17
     assert noise.spread_pct >= 0 and noise.round_cv_pct >= 0
     assert torch.get_num_threads() == threads
 
@@ -51,12 +51,12 @@ def test_a_profile_records_the_host_at_start_and_end_and_a_validation_beside_it(
 
 
 def test_a_noisy_host_is_named_before_measuring(monkeypatch, capsys) -> None:
-    noisy = HostNoise("profile start", 2, 10, 480.0, 77.1, 21.0)
+    noisy = HostNoise("profile start", 2, 16.0, 10, 480.0, 77.1, 21.0)
     monkeypatch.setattr("latlab.console.probe_host", lambda *args: noisy)
     assert probe_and_say("profile start", Settings(threads=2), Protocol()) is noisy
     said = " ".join(capsys.readouterr().err.split())
     assert "spread 77.1% (CV 21.0%)" in said and "noisier than the 10% round CV" in said
-    monkeypatch.setattr("latlab.console.probe_host", lambda *args: HostNoise("validate", 2, 10, 480.0, 3.0, 1.0))
+    monkeypatch.setattr("latlab.console.probe_host", lambda *args: HostNoise("validate", 2, 16.0, 10, 480.0, 3.0, 1.0))
     probe_and_say("validate", Settings(threads=2), Protocol())
     assert "Warning" not in capsys.readouterr().err
 

@@ -28,7 +28,7 @@ from latlab.host import HIDDEN, PROJECTION_MB, TOKENS_PER_THREAD, product_round_
 
 
 def summary(label: str, medians: list[float]) -> str:
-    noise = summarize(label, 0, medians)
+    noise = summarize(label, 0, 0.0, medians)
     return (f"{label}round medians: min {min(medians):.1f} us, median {noise.median_us:.1f} us, max {max(medians):.1f} "
             f"us; spread (max - min) / median {noise.spread_pct:.1f}% (CV {noise.round_cv_pct:.1f}%) over "
             f"{noise.rounds} rounds")
