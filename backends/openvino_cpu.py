@@ -91,7 +91,7 @@ class OpenVinoBackend(Backend):
             "INFERENCE_PRECISION_HINT": _hint(settings),
             # OpenVINO pins a worker thread only while no other compiled model holds that CPU, so with its default
             # a process that compiles many blocks gets some pinned and some not (call overhead 15 or 22 us at 2
-            # threads here, against 13.5-14 us unpinned): off, every block and model runs alike
+            # threads here, against 13.5-16 us unpinned): off, every block and model runs alike
             "ENABLE_CPU_PINNING": False,
         }
         compiled = core.compile_model(model, "CPU", config)
