@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 # h384 projections at seq_len 128, 0.56 MB each. One stays in a core's L2 and sees only the CPU; the probe cycles
@@ -42,25 +42,28 @@ class HostNoise:
                 f"(CV {self.round_cv_pct:.1f}%) over {self.rounds} rounds")
 
 
-def steal_ticks() -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs so far, or None off Linux."""
-    stat = Path("/proc/stat")
-    if not stat.exists():
-        return None
-    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
-    return fields[7], sum(fields)
-
-
-def product_round_us(weights: list[Any], tokens: Any, seconds: float) -> float:
-    """The median call, in microseconds, of ``relu(tokens @ w)`` over ``weights``, repeated for ``seconds``."""
+def product_call(weights_mb: float, threads: int) -> tuple[Callable[[], None], float]:
+    """The probe's workload: ``relu(tokens @ w)`` over enough projections to make ``weights_mb`` (at least one),
+    with ``threads`` times the tokens so that each thread has the same share; and the megabytes it really cycles."""
     import torch
 
+    weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(max(1, round(weights_mb / PROJECTION_MB)))]
+    tokens = torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
+
+    def call() -> None:
+        for matrix in weights:
+            torch.relu(tokens @ matrix)
+
+    return call, len(weights) * PROJECTION_MB
+
+
+def round_median_us(call: Callable[[], object], seconds: float) -> float:
+    """The median of ``call``, in microseconds, called again and again for ``seconds`` (at least once)."""
     calls_us = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or not calls_us:
         start = time.perf_counter_ns()
-        for matrix in weights:
-            torch.relu(tokens @ matrix)
+        call()
         calls_us.append((time.perf_counter_ns() - start) / 1e3)
     return statistics.median(calls_us)
 
@@ -79,10 +82,9 @@ def probe_host(when: str, threads: int, rounds: int, seconds: float) -> HostNois
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(round(PROBE_MB / PROJECTION_MB))]
-        tokens = torch.randn(TOKENS_PER_THREAD * threads, HIDDEN)
-        product_round_us(weights, tokens, seconds / 4)  # warm-up
-        medians = [product_round_us(weights, tokens, seconds) for _ in range(rounds)]
-        return summarize(when, threads, len(weights) * PROJECTION_MB, medians)
+        call, weights_mb = product_call(PROBE_MB, threads)
+        round_median_us(call, seconds / 4)  # warm-up
+        medians = [round_median_us(call, seconds) for _ in range(rounds)]
+        return summarize(when, threads, weights_mb, medians)
     finally:
         torch.set_num_threads(before)

@@ -21,14 +21,24 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from pathlib import Path
 
 import torch
 
-from latlab.host import HIDDEN, PROJECTION_MB, TOKENS_PER_THREAD, product_round_us, steal_ticks, summarize
+from latlab.host import product_call, round_median_us, summarize
 
 
-def summary(label: str, medians: list[float]) -> str:
-    noise = summarize(label, 0, 0.0, medians)
+def steal_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far, or None off Linux."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
+def summary(label: str, threads: int, weights_mb: float, medians: list[float]) -> str:
+    noise = summarize(label, threads, weights_mb, medians)
     return (f"{label}round medians: min {min(medians):.1f} us, median {noise.median_us:.1f} us, max {max(medians):.1f} "
             f"us; spread (max - min) / median {noise.spread_pct:.1f}% (CV {noise.round_cv_pct:.1f}%) over "
             f"{noise.rounds} rounds")
@@ -48,25 +58,23 @@ def main() -> None:
     if args.per_cpu and (args.threads != 1 or not cpus):
         parser.error("--per-cpu times 1 thread on each CPU in turn: leave --threads at 1, on Linux")
     torch.set_num_threads(args.threads)
-    # the probe's projections (latlab.host); at N threads N times the tokens, so each thread has the same share
-    weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(max(1, round(args.weights_mb / PROJECTION_MB)))]
-    tokens = torch.randn(TOKENS_PER_THREAD * args.threads, HIDDEN)
-    print(f"weights {len(weights) * PROJECTION_MB:.1f} MB per call")
+    call, weights_mb = product_call(args.weights_mb, args.threads)  # latlab's probe, at these weights
+    print(f"weights {weights_mb:.1f} MB per call")
     before = steal_ticks()
     if args.per_cpu:
         per_cpu: dict[int, list[float]] = {cpu: [] for cpu in cpus}
         for _ in range(args.rounds):
             for cpu in cpus:
                 os.sched_setaffinity(0, {cpu})
-                per_cpu[cpu].append(product_round_us(weights, tokens, 1.0))
+                per_cpu[cpu].append(round_median_us(call, 1.0))
         os.sched_setaffinity(0, set(cpus))
         for cpu, medians in per_cpu.items():
-            print(summary(f"CPU {cpu}: ", medians))
+            print(summary(f"CPU {cpu}: ", 1, weights_mb, medians))
         middles = [statistics.median(m) for m in per_cpu.values()]
         print(f"slowest CPU / fastest CPU, by median: {max(middles) / min(middles):.3f}")
     else:
-        medians = [product_round_us(weights, tokens, 1.0) for _ in range(args.rounds)]
-        print(summary(f"{args.threads} thread(s): ", medians))
+        medians = [round_median_us(call, 1.0) for _ in range(args.rounds)]
+        print(summary(f"{args.threads} thread(s): ", args.threads, weights_mb, medians))
     after = steal_ticks()
     if before and after and after[1] > before[1]:
         print(f"CPU time stolen by the hypervisor meanwhile: {(after[0] - before[0]) / (after[1] - before[1]) * 100:.1f}%")

@@ -8,28 +8,16 @@ their round medians. A probe that tracks the models can tell a user that the hos
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from latlab.architecture import Architecture
-from latlab.host import HIDDEN, PROBE_MB, PROJECTION_MB, TOKENS_PER_THREAD, product_round_us
+from latlab.host import PROBE_MB, PROJECTION_MB, product_call, round_median_us
 from latlab.modules import build_model
 from latlab.process import prepare_process
 from latlab.registry import load_backend
-
-
-def round_us(run: Callable[[], object], seconds: float = 1.0) -> float:
-    times = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter_ns()
-        run()
-        times.append((time.perf_counter_ns() - start) / 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -46,12 +34,11 @@ def main() -> None:
         backend = load_backend(name)
         model, inputs = build_model(arch, seed=0)
         runner = backend.prepare(model, inputs, backend.settings(threads=args.threads))
-        runs[f"{name} model"] = lambda run=runner.run: round_us(run)
+        runs[f"{name} model"] = lambda run=runner.run: round_median_us(run, 1.0)
     torch.set_num_threads(args.threads)
-    tokens = torch.randn(TOKENS_PER_THREAD * args.threads, HIDDEN)
     for megabytes in (PROJECTION_MB, PROBE_MB):
-        weights = [torch.randn(HIDDEN, HIDDEN) for _ in range(round(megabytes / PROJECTION_MB))]
-        runs[f"{megabytes:.1f} MB product"] = lambda w=weights: product_round_us(w, tokens, 1.0)
+        call, weights_mb = product_call(megabytes, args.threads)
+        runs[f"{weights_mb:.1f} MB product"] = lambda call=call: round_median_us(call, 1.0)
     names = list(runs)
     medians = np.array([[runs[name]() for name in names] for _ in range(args.rounds)])
     for column, name in enumerate(names):
